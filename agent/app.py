@@ -1,0 +1,129 @@
+"""The agent's one app factory: store, HTTP session and workers as cleanup contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from agent import APP_NAME, __version__
+from agent.config import LiveConfig
+from agent.sender import Sender
+from agent.sensor import run_sensor
+from agent.sources import Source, create_source
+from agent.status import StatusHub
+from agent.store import Store, open_store
+
+logger = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", LiveConfig)
+HUB = web.AppKey("hub", StatusHub)
+STORE = web.AppKey("store", Store)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+SENDER = web.AppKey("sender", Sender)
+SOURCE = web.AppKey("source", Source)
+WORKERS: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("workers")
+ON_FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("on_fatal")
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    live = app[CONFIG]
+    async with open_store(live.loaded.storage_path, live.config.storage.max_pending) as store:
+        app[STORE] = store
+        problem = None
+        if store.quarantined:
+            problem = (
+                f"queue file was unusable ({store.quarantined.reason}); "
+                f"moved aside to {store.quarantined.moved_to}"
+            )
+        counts = await store.counts()
+        app[HUB].update(
+            pending=counts.pending,
+            sent_total=counts.sent,
+            dropped_total=counts.dropped,
+            dead_total=counts.dead,
+            storage_problem=problem,
+        )
+        yield
+
+
+async def _session_ctx(app: web.Application) -> AsyncIterator[None]:
+    headers = {"User-Agent": f"{APP_NAME}/{__version__}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        app[SESSION] = session
+        yield
+
+
+def _watch(app: web.Application, task: asyncio.Task[None]) -> None:
+    """A worker must only end by cancellation; anything else shuts the agent down."""
+
+    def done(t: asyncio.Task[None]) -> None:
+        if t in app[WORKERS]:
+            app[WORKERS].remove(t)
+        if t.cancelled():
+            return
+        err = t.exception()
+        logger.error("worker %s stopped unexpectedly", t.get_name(), exc_info=err)
+        app[ON_FATAL](f"worker {t.get_name()} stopped: {err!r}")
+
+    task.add_done_callback(done)
+
+
+def _spawn(app: web.Application, name: str, coro: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.create_task(coro, name=name)
+    app[WORKERS].append(task)
+    _watch(app, task)
+
+
+async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    live = app[CONFIG]
+    sender = Sender(app[STORE], app[HUB], app[SESSION], lambda: live.config)
+    app[SENDER] = sender
+    app[WORKERS] = []
+    _spawn(
+        app,
+        "sensor",
+        run_sensor(app[SOURCE], app[STORE], app[HUB], lambda: live.config.sensor.interval_s),
+    )
+    _spawn(app, "sender", sender.run())
+    yield
+    tasks = app[WORKERS].copy()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def health(request: web.Request) -> web.Response:
+    """Name and version, so a second agent can recognise the first."""
+    return web.json_response({"app": APP_NAME, "version": __version__})
+
+
+async def status(request: web.Request) -> web.Response:
+    """The status snapshot."""
+    hub = request.app[HUB]
+    return web.json_response(hub.snapshot())
+
+
+def _default_fatal(reason: str) -> None:
+    raise SystemExit(reason)
+
+
+def create_app(
+    live: LiveConfig,
+    source: Source | None = None,
+    on_fatal: Callable[[str], None] = _default_fatal,
+) -> web.Application:
+    """Build the agent: routes, then store → HTTP session → workers, unwound in reverse."""
+    app = web.Application()
+    app[CONFIG] = live
+    app[HUB] = StatusHub()
+    app[SOURCE] = source or create_source(live.config.sensor)
+    app[ON_FATAL] = on_fatal
+    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/status", status)
+    app.cleanup_ctx.extend([_store_ctx, _session_ctx, _workers_ctx])
+    return app

@@ -1,0 +1,171 @@
+"""Hour-named log files, written off the event loop behind a QueueHandler, with retention.
+
+The collector uses this module too: the same mechanism names its files `collector-…`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import logging.handlers
+import queue
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TextIO
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+HOUR_FORMAT = "%Y-%m-%d_%H"
+
+Clock = Callable[[], float]
+
+
+def log_file_name(prefix: str, when: dt.datetime) -> str:
+    """Return the file name for the hour that contains `when`, e.g. agent-2026-11-26_23.log."""
+    return f"{prefix}-{when.strftime(HOUR_FORMAT)}.log"
+
+
+def hour_of(path: Path, prefix: str) -> dt.datetime | None:
+    """Return the local hour a log file is named after, or None if the name is not ours."""
+    stem = path.name.removeprefix(f"{prefix}-").removesuffix(".log")
+    if stem == path.name or not path.name.endswith(".log"):
+        return None
+    try:
+        return dt.datetime.strptime(stem, HOUR_FORMAT)
+    except ValueError:
+        return None
+
+
+class HourlyFileHandler(logging.Handler):
+    """Write each record to the file of its local hour; switch files on the hour.
+
+    Retention runs whenever a new hour's file is opened, so a long-running process
+    never keeps more than `keep_hours` of files.
+    """
+
+    def __init__(self, directory: Path, prefix: str, keep_hours: int, clock: Clock = time.time):
+        super().__init__()
+        self.directory = directory
+        self.prefix = prefix
+        self.keep_hours = keep_hours
+        self._clock = clock
+        self._name: str | None = None
+        self._fh: TextIO | None = None
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def current_path(self) -> Path:
+        """The path of the file for the current hour."""
+        now = dt.datetime.fromtimestamp(self._clock())
+        return self.directory / log_file_name(self.prefix, now)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record to its hour's file."""
+        try:
+            when = dt.datetime.fromtimestamp(record.created)
+            name = log_file_name(self.prefix, when)
+            if name != self._name:
+                self._open(name, when)
+            msg = self.format(record)
+            assert self._fh is not None  # set by _open
+            self._fh.write(msg + "\n")
+            self._fh.flush()
+        except Exception:
+            self.handleError(record)
+
+    def _open(self, name: str, when: dt.datetime) -> None:
+        self._close_file()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._fh = (self.directory / name).open("a", encoding="utf-8")
+        self._name = name
+        self.prune(when)
+
+    def prune(self, now: dt.datetime) -> list[Path]:
+        """Delete our files whose hour is more than keep_hours before `now`."""
+        cutoff = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(
+            hours=self.keep_hours
+        )
+        removed: list[Path] = []
+        for path in self.directory.glob(f"{self.prefix}-*.log"):
+            hour = hour_of(path, self.prefix)
+            if hour is not None and hour < cutoff:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+        return removed
+
+    def _close_file(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        self._fh = None
+
+    def close(self) -> None:
+        """Close the current file."""
+        self.acquire()
+        try:
+            self._close_file()
+        finally:
+            self.release()
+        super().close()
+
+
+@contextlib.contextmanager
+def open_logging(
+    directory: Path,
+    prefix: str,
+    level: str = "INFO",
+    keep_hours: int = 336,
+    console: bool = True,
+) -> Iterator[HourlyFileHandler]:
+    """Route the root logger to hour-named files through a queue thread; undo on exit.
+
+    The console handler is added only when a console exists: in a windowed build
+    sys.stderr is None.
+    """
+    file_handler = HourlyFileHandler(directory, prefix, keep_hours)
+    file_handler.setFormatter(logging.Formatter(FORMAT))
+    handlers: list[logging.Handler] = [file_handler]
+    if console and sys.stderr is not None:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter(FORMAT))
+        handlers.append(stream)
+    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    queue_handler = logging.handlers.QueueHandler(q)
+    listener = logging.handlers.QueueListener(q, *handlers, respect_handler_level=False)
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(queue_handler)
+    root.setLevel(level)
+    # aiohttp's access log is noisy at INFO and says nothing about delivery
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    listener.start()
+    try:
+        yield file_handler
+    finally:
+        root.removeHandler(queue_handler)
+        root.setLevel(previous_level)
+        listener.stop()
+        for handler in handlers:
+            handler.close()
+
+
+def set_level(level: str) -> None:
+    """Change the root log level live."""
+    logging.getLogger().setLevel(level)
+
+
+def tail(path: Path, lines: int = 50) -> list[str]:
+    """Return the last `lines` lines of a log file, or [] if it does not exist."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * lines))
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-lines:]

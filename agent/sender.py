@@ -1,0 +1,343 @@
+"""The delivery loop: batching, response classification, backoff and catch-up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import msgspec
+
+from agent import wire
+from agent.config import Config
+from agent.status import State, StatusHub
+from agent.store import QueuedBatch, Store
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_FLOOR_S = 0.05
+RETRY_AFTER_MAX_S = 3600.0
+
+
+class Verdict(enum.Enum):
+    """What to do with a batch after one attempt."""
+
+    ACKED = "acked"
+    RETRY = "retry"  # connection error, timeout, 5xx, 408, 429, unreadable ack
+    OFFLINE = "offline"
+    UNAUTHORIZED = "unauthorized"  # 401, 403
+    SHRINK = "shrink"  # 413
+    REJECTED = "rejected"  # any other 4xx: the whole batch refused
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One attempt's verdict, with the ack or the reason, and any Retry-After."""
+
+    verdict: Verdict
+    ack: wire.Ack | None = None
+    reason: str = ""
+    retry_after: float | None = None
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), RETRY_AFTER_MAX_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(0.0, when.timestamp() - now), RETRY_AFTER_MAX_S)
+
+
+def classify(status: int, body: bytes, batch_len: int, retry_after: float | None) -> Outcome:
+    """Turn an HTTP answer into a verdict; never drops readings on an unclear answer."""
+    if status == 200:
+        try:
+            ack = wire.decode_ack(body)
+        except wire.WireError as err:
+            return Outcome(Verdict.RETRY, reason=f"unreadable ack: {err}")
+        covered = ack.accepted + ack.duplicates + len(ack.rejected)
+        if covered != batch_len:
+            return Outcome(Verdict.RETRY, reason=f"ack covers {covered} of {batch_len} readings")
+        return Outcome(Verdict.ACKED, ack=ack)
+    reason = f"HTTP {status}: {_error_text(body)}"
+    if status in (408, 429) or status >= 500:
+        return Outcome(Verdict.RETRY, reason=reason, retry_after=retry_after)
+    if status in (401, 403):
+        return Outcome(Verdict.UNAUTHORIZED, reason=reason, retry_after=retry_after)
+    if status == 413:
+        return Outcome(Verdict.SHRINK, reason=reason)
+    return Outcome(Verdict.REJECTED, reason=reason, retry_after=retry_after)
+
+
+def _error_text(body: bytes) -> str:
+    try:
+        return msgspec.json.decode(body, type=wire.ErrorBody).error[:300]
+    except msgspec.DecodeError:
+        return body[:300].decode("utf-8", "replace") or "(empty body)"
+
+
+def backoff_delay(attempt: int, max_backoff: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [floor, min(max, base * 2^attempt)]."""
+    ceiling = min(max_backoff, BACKOFF_BASE_S * 2 ** min(attempt, 30))
+    return max(BACKOFF_FLOOR_S, rng.uniform(0, ceiling))
+
+
+def encode_batch(device_id: str, stream: str, batch: QueuedBatch) -> bytes:
+    """The POST body; the readings are already wire JSON, straight from SQLite."""
+    head = b'{"device_id":%s,"stream":%s,"readings":[' % (
+        wire.encode(device_id),
+        wire.encode(stream),
+    )
+    return head + ",".join(batch.readings_json).encode() + b"]}"
+
+
+_FAILURE_STATES = {
+    Verdict.RETRY: State.RETRYING,
+    Verdict.OFFLINE: State.OFFLINE,
+    Verdict.UNAUTHORIZED: State.UNAUTHORIZED,
+    Verdict.REJECTED: State.REJECTED,
+    Verdict.SHRINK: State.RETRYING,
+}
+
+
+class Sender:
+    """Drains the queue to the collector; the dashboard and tray drive it through
+    send_now(), pause() and resume()."""
+
+    def __init__(
+        self,
+        store: Store,
+        hub: StatusHub,
+        session: aiohttp.ClientSession,
+        get_config: Callable[[], Config],
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._store = store
+        self._hub = hub
+        self._session = session
+        self._get_config = get_config
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._attempt = 0
+        self._cap: int | None = None
+        self._down_since: float | None = None
+        self._catchup_started: float | None = None
+        self._catchup_sent = 0
+        self.paused = False
+
+    # control API
+    def send_now(self) -> None:
+        """Send at once instead of waiting for the next tick or backoff."""
+        self._wake.set()
+
+    def pause(self) -> None:
+        """Stop sending; readings keep queueing."""
+        self.paused = True
+        self._hub.set_state(State.PAUSED)
+        logger.info("sending paused, %d queued", self._store.pending)
+        self._wake.set()
+
+    def resume(self) -> None:
+        """Start sending again at once."""
+        if self.paused:
+            self.paused = False
+            self._hub.set_state(State.SENDING)
+            logger.info("sending resumed, %d queued", self._store.pending)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until cancelled; a failed cycle is logged, backed off and survived."""
+        delay = 0.0
+        while True:
+            await self._sleep(delay)
+            if self.paused:
+                delay = 3600.0
+                continue
+            try:
+                delay = await self.cycle()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("sender cycle failed")
+                self._attempt += 1
+                delay = backoff_delay(
+                    self._attempt, self._get_config().sender.max_backoff_s, self._rng
+                )
+
+    async def _sleep(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), delay)
+        self._wake.clear()
+
+    async def cycle(self) -> float:
+        """Send the oldest batch, and keep going back to back while a backlog remains.
+
+        Returns how long to wait before the next cycle.
+        """
+        cfg = self._get_config().sender
+        batch = await self._store.oldest(self._limit(cfg.batch_size))
+        while batch is not None:
+            catching_up = self._store.pending > len(batch)
+            prefetch: asyncio.Task[QueuedBatch | None] | None = None
+            if catching_up:
+                # read the next batch while this one is in flight
+                size = self._limit(max(cfg.batch_size, cfg.catchup_batch_size))
+                prefetch = asyncio.create_task(self._store.oldest(size, batch.last_seq))
+            try:
+                outcome = await self.post(batch)
+                if outcome.verdict is not Verdict.ACKED:
+                    return self._on_failure(outcome, len(batch))
+                assert outcome.ack is not None  # ACKED always carries it
+                await self._on_success(batch, outcome.ack)
+                if self._store.pending < cfg.batch_size or prefetch is None:
+                    break
+                batch = await prefetch
+                prefetch = None
+            finally:
+                if prefetch is not None:
+                    prefetch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await prefetch
+        self._end_catchup()
+        if self._hub.status.state is State.STARTING:
+            self._set_state(State.SENDING)
+        return cfg.interval_s
+
+    def _set_state(self, state: State, detail: str = "") -> None:
+        # a send that was in flight when the user paused must not unpause the display
+        if not self.paused:
+            self._hub.set_state(state, detail)
+
+    def _limit(self, size: int) -> int:
+        return min(size, self._cap) if self._cap else size
+
+    async def post(self, batch: QueuedBatch) -> Outcome:
+        """POST one batch and classify the answer."""
+        cfg = self._get_config()
+        body = encode_batch(cfg.effective_device_id, self._store.stream_id, batch)
+        headers = {"Content-Type": "application/json"}
+        if cfg.server.token:
+            headers["Authorization"] = f"Bearer {cfg.server.token}"
+        timeout = aiohttp.ClientTimeout(total=cfg.server.timeout_s)
+        try:
+            async with self._session.post(
+                cfg.server.url, data=body, headers=headers, timeout=timeout
+            ) as resp:
+                data = await resp.read()
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
+                return classify(resp.status, data, len(batch), retry_after)
+        except (aiohttp.ClientError, TimeoutError, OSError) as err:
+            return Outcome(Verdict.OFFLINE, reason=_describe(err))
+
+    async def _on_success(self, batch: QueuedBatch, ack: wire.Ack) -> None:
+        sent = await self._store.ack(batch, ack.rejected)
+        if ack.rejected:
+            logger.warning(
+                "collector rejected %d readings; kept as dead letters (first: %s)",
+                len(ack.rejected),
+                ack.rejected[0].error,
+            )
+        now = self._clock()
+        if self._down_since is not None:
+            logger.info(
+                "collector reachable again after %s; %d queued, draining",
+                _duration(now - self._down_since),
+                self._store.pending,
+            )
+            self._down_since = None
+        self._attempt = 0
+        if self._cap:
+            self._cap *= 2
+            if self._cap >= self._get_config().sender.catchup_batch_size:
+                self._cap = None
+        counts = await self._store.counts()
+        catching_up = counts.pending >= self._get_config().sender.batch_size
+        rate = self._note_catchup(sent, now) if catching_up else None
+        self._set_state(State.CATCHING_UP if catching_up else State.SENDING)
+        self._hub.update(
+            pending=counts.pending,
+            sent_total=counts.sent,
+            dead_total=counts.dead,
+            dropped_total=counts.dropped,
+            last_send_at=now,
+            catchup_rate=rate,
+        )
+        self._hub.publish("batch", sent=sent, rejected=len(ack.rejected), pending=counts.pending)
+
+    def _note_catchup(self, sent: int, now: float) -> float | None:
+        if self._catchup_started is None:
+            self._catchup_started = now
+            self._catchup_sent = 0
+            logger.info("catching up on %d queued readings", self._store.pending)
+            return None
+        self._catchup_sent += sent
+        elapsed = now - self._catchup_started
+        return self._catchup_sent / elapsed if elapsed > 0 else None
+
+    def _end_catchup(self) -> None:
+        if self._catchup_started is not None:
+            logger.info(
+                "backlog drained: %d readings in %s",
+                self._catchup_sent,
+                _duration(self._clock() - self._catchup_started),
+            )
+            self._catchup_started = None
+
+    def _on_failure(self, outcome: Outcome, batch_len: int) -> float:
+        cfg = self._get_config()
+        now = self._clock()
+        self._catchup_started = None
+        if outcome.verdict is Verdict.SHRINK and batch_len > 1:
+            self._cap = max(1, batch_len // 2)
+            logger.warning("%s: retrying with batches of %d", outcome.reason, self._cap)
+            return 0.0
+        state = _FAILURE_STATES[outcome.verdict]
+        if outcome.verdict is Verdict.SHRINK:
+            state = State.REJECTED
+        if self._down_since is None:
+            self._down_since = now
+            logger.error(
+                "delivery to %s failing (%s): %d queued, retrying with backoff",
+                cfg.server.url,
+                outcome.reason,
+                self._store.pending,
+            )
+        else:
+            logger.debug("attempt %d failed: %s", self._attempt, outcome.reason)
+        self._set_state(state, outcome.reason)
+        self._hub.update(last_error=outcome.reason, last_error_at=now, catchup_rate=None)
+        self._attempt += 1
+        delay = backoff_delay(self._attempt, cfg.sender.max_backoff_s, self._rng)
+        if outcome.retry_after is not None:
+            delay = max(delay, outcome.retry_after)
+        return delay
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return f"{type(err).__name__}: {text}" if text != type(err).__name__ else text
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

@@ -1,0 +1,74 @@
+"""The sensor loop: read on a fixed cadence, commit each reading before the next read."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from agent.sources import Source
+from agent.status import StatusHub
+from agent.store import Store
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def next_deadline(previous: float, interval: float, now: float) -> float:
+    """The next tick on a fixed grid; ticks already missed are skipped, not bunched."""
+    deadline = previous + interval
+    if deadline < now:
+        missed = int((now - deadline) // interval) + 1
+        deadline += missed * interval
+    return deadline
+
+
+async def record(source: Source, store: Store, hub: StatusHub) -> None:
+    """Read once, store durably, then tell the subscribers."""
+    sample = await source.read()
+    when = dt.datetime.now(dt.UTC)
+    result = await store.add(when, sample.value, sample.unit)
+    reading = {
+        "seq": result.seq,
+        "datetime": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "value": sample.value,
+        "unit": sample.unit,
+    }
+    hub.update(
+        pending=store.pending,
+        dropped_total=hub.status.dropped_total + result.dropped,
+        last_reading=reading,
+    )
+    hub.publish("reading", reading=reading, pending=store.pending)
+
+
+async def run_sensor(
+    source: Source,
+    store: Store,
+    hub: StatusHub,
+    interval: Callable[[], float],
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+) -> None:
+    """Read `source` every interval() seconds on the monotonic clock, without drift."""
+    failing = False
+    deadline = clock()
+    while True:
+        try:
+            await record(source, store, hub)
+            if failing:
+                logger.info("sensor readings stored again")
+                failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # one bad read or a full disk must not stop the loop
+            if not failing:
+                logger.exception("sensor reading failed; retrying at each tick")
+            failing = True
+        deadline = next_deadline(deadline, interval(), clock())
+        await sleep(max(0.0, deadline - clock()))
