@@ -12,6 +12,7 @@ from aiohttp import web
 
 from agent import APP_NAME, __version__
 from agent.config import LiveConfig
+from agent.control import Control
 from agent.sender import Sender
 from agent.sensor import run_sensor
 from agent.sources import Source, create_source
@@ -27,7 +28,9 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 SENDER = web.AppKey("sender", Sender)
 SOURCE = web.AppKey("source", Source)
 WORKERS: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("workers")
-ON_FATAL: web.AppKey[Callable[[str], None]] = web.AppKey("on_fatal")
+# request_stop(None) is a clean quit; request_stop(reason) a fatal error (exit code 1)
+REQUEST_STOP: web.AppKey[Callable[[str | None], None]] = web.AppKey("request_stop")
+CONTROL = web.AppKey("control", Control)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -68,7 +71,7 @@ def _watch(app: web.Application, task: asyncio.Task[None]) -> None:
             return
         err = t.exception()
         logger.error("worker %s stopped unexpectedly", t.get_name(), exc_info=err)
-        app[ON_FATAL](f"worker {t.get_name()} stopped: {err!r}")
+        app[REQUEST_STOP](f"worker {t.get_name()} stopped: {err!r}")
 
     task.add_done_callback(done)
 
@@ -83,6 +86,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     live = app[CONFIG]
     sender = Sender(app[STORE], app[HUB], app[SESSION], lambda: live.config)
     app[SENDER] = sender
+    app[CONTROL] = Control(live, app[HUB], app[STORE], sender, lambda: app[REQUEST_STOP](None))
     app[WORKERS] = []
     _spawn(
         app,
@@ -108,21 +112,21 @@ async def status(request: web.Request) -> web.Response:
     return web.json_response(hub.snapshot())
 
 
-def _default_fatal(reason: str) -> None:
+def _raise_stop(reason: str | None) -> None:
     raise SystemExit(reason)
 
 
 def create_app(
     live: LiveConfig,
     source: Source | None = None,
-    on_fatal: Callable[[str], None] = _default_fatal,
+    request_stop: Callable[[str | None], None] = _raise_stop,
 ) -> web.Application:
     """Build the agent: routes, then store → HTTP session → workers, unwound in reverse."""
     app = web.Application()
     app[CONFIG] = live
     app[HUB] = StatusHub()
     app[SOURCE] = source or create_source(live.config.sensor)
-    app[ON_FATAL] = on_fatal
+    app[REQUEST_STOP] = request_stop
     app.router.add_get("/api/health", health)
     app.router.add_get("/api/status", status)
     app.cleanup_ctx.extend([_store_ctx, _session_ctx, _workers_ctx])

@@ -89,13 +89,14 @@ async def serve(live: LiveConfig) -> int:
     stop = asyncio.Event()
     exit_code = 0
 
-    def fatal(reason: str) -> None:
+    def request_stop(reason: str | None) -> None:
         nonlocal exit_code
-        logger.error("shutting down: %s", reason)
-        exit_code = 1
+        if reason:
+            logger.error("shutting down: %s", reason)
+            exit_code = 1
         stop.set()
 
-    app = create_app(live, on_fatal=fatal)
+    app = create_app(live, request_stop=request_stop)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     cfg = live.config.dashboard
