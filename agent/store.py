@@ -132,10 +132,12 @@ class Store:
         (check,) = await self._fetchone("PRAGMA quick_check")
         if check != "ok":
             raise StoreError(f"integrity check failed: {check}")
+        if version == 0:
+            # before WAL: switching the journal mode writes the header, fixing auto_vacuum at 0
+            await self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=FULL")
         if version == 0:
-            await self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             await self._db.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.strip().split(";"):
                 if statement.strip():
@@ -177,13 +179,14 @@ class Store:
         async with self._write:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
-                results = []
-                for row in rows:
-                    cur = await self._db.execute(
-                        "INSERT INTO queue (id, ts, value, unit) VALUES (?, ?, ?, ?)", row
-                    )
-                    assert cur.lastrowid is not None  # an INSERT always sets it
-                    results.append(AddResult(cur.lastrowid, 0))
+                await self._db.executemany(
+                    "INSERT INTO queue (id, ts, value, unit) VALUES (?, ?, ?, ?)", rows
+                )
+                # inside one write transaction AUTOINCREMENT hands out consecutive seqs
+                (last,) = await self._fetchone(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'queue'"
+                )
+                results = [AddResult(seq, 0) for seq in range(last - len(rows) + 1, last + 1)]
                 excess = self._pending + len(rows) - self.max_pending
                 if excess > 0:
                     await self._db.execute(

@@ -1,0 +1,124 @@
+"""A TCP fault proxy between agent and collector, for tests: it can lose acks and more.
+
+It runs its own asyncio loop in a thread so that synchronous tests can drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import threading
+from collections import Counter
+
+from tests.harness import free_port
+
+
+class Fault(enum.Enum):
+    """What the proxy does to each connection."""
+
+    PASS = "pass"
+    # forward the request, let the collector commit, then close before the response
+    LOSE_ACK = "lose_ack"
+    # accept and read, never answer: the client times out
+    BLACK_HOLE = "black_hole"
+    # close as soon as some request bytes arrived: a reset in the middle of a request
+    RESET = "reset"
+    # forward the request, send back only the first bytes of the response
+    TRUNCATE = "truncate"
+
+
+class FaultProxy:
+    """Listens on 127.0.0.1:port and forwards to upstream_port, applying `fault`."""
+
+    def __init__(self, upstream_port: int, port: int | None = None):
+        self.upstream_port = upstream_port
+        self.port = port or free_port()
+        self.fault = Fault.PASS
+        self.delay_s = 0.0
+        self.counts: Counter[Fault] = Counter()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def _stop(self) -> None:
+        assert self._server is not None  # started in __enter__
+        self._server.close()
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        try:
+            # keep-alive: each request on the connection meets the fault in force then
+            while await self._one_request(reader, writer, up_reader, up_writer):
+                pass
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+            up_writer.close()
+
+    async def _one_request(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+    ) -> bool:
+        request = await _read_http_message(reader)
+        fault = self.fault
+        self.counts[fault] += 1
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if fault is Fault.BLACK_HOLE:
+            await reader.read()
+            return False
+        if fault is Fault.RESET:
+            writer.transport.abort()
+            return False
+        up_writer.write(request)
+        await up_writer.drain()
+        response = await _read_http_message(up_reader)
+        if fault is Fault.LOSE_ACK:
+            # the collector has committed and answered; the client never hears it
+            writer.transport.abort()
+            return False
+        if fault is Fault.TRUNCATE:
+            writer.write(response[: max(1, len(response) // 2)])
+            await writer.drain()
+            writer.transport.abort()
+            return False
+        writer.write(response)
+        await writer.drain()
+        return True
+
+
+async def _read_http_message(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 message with a Content-Length body (what aiohttp sends and answers)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    body = await reader.readexactly(length) if length else b""
+    return head + body
