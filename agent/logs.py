@@ -160,12 +160,22 @@ def set_level(level: str) -> None:
 
 def tail(path: Path, lines: int = 50) -> list[str]:
     """Return the last `lines` lines of a log file, or [] if it does not exist."""
+    if lines < 1:
+        return []
     try:
         with path.open("rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 256 * lines))
-            data = fh.read()
+            size = fh.seek(0, 2)
+            chunk = 256 * lines
+            while True:
+                # read back far enough for `lines` whole lines, however long they are
+                start = max(0, size - chunk)
+                fh.seek(start)
+                data = fh.read()
+                if start == 0 or data.count(b"\n") > lines:
+                    break
+                chunk *= 2
     except FileNotFoundError:
         return []
+    if start > 0:
+        data = data[data.index(b"\n") + 1 :]  # the first line may be cut
     return data.decode("utf-8", "replace").splitlines()[-lines:]

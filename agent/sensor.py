@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -22,7 +23,8 @@ def next_deadline(previous: float, interval: float, now: float) -> float:
     """The next tick on a fixed grid; ticks already missed are skipped, not bunched."""
     deadline = previous + interval
     if deadline < now:
-        missed = int((now - deadline) // interval) + 1
+        # a tick that falls exactly on `now` is due, not missed
+        missed = math.ceil((now - deadline) / interval)
         deadline += missed * interval
     return deadline
 

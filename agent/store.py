@@ -314,11 +314,11 @@ class Store:
     async def vacuum(self) -> None:
         """Return free pages to the file system.
 
-        The pragma yields one row per freed page and frees a page only as each row is
-        fetched, so every row must be read.
+        The pragma frees one page per step, and its rows have no columns, so a cursor's
+        fetchall() stops after the first page; executescript steps it to the end.
         """
-        async with self._write, self._db.execute("PRAGMA incremental_vacuum") as cur:
-            await cur.fetchall()
+        async with self._write:
+            await self._db.executescript("PRAGMA incremental_vacuum;")
 
     async def close(self) -> None:
         """Checkpoint and close the connection."""

@@ -8,6 +8,7 @@ from agent.sources.base import Sample
 
 LOW, HIGH = 40, 200
 REST_LOW, REST_HIGH = 60.0, 80.0
+RAMP_MAX = 6.0
 
 
 class FakeHeartRate:
@@ -39,7 +40,9 @@ class FakeHeartRate:
             self._burst_left -= 1
             if self._burst_left == 0:
                 self._target_extra = 0.0
-        self._extra += (self._target_extra - self._extra) * 0.15
+        # a heart speeds up over several beats: cap the ramp so no tick jumps > 15 bpm
+        step = (self._target_extra - self._extra) * 0.15
+        self._extra += min(max(step, -RAMP_MAX), RAMP_MAX)
         value = self._rest + self._extra + rng.gauss(0, 1.0)
         return int(round(min(max(value, LOW), HIGH)))
 
