@@ -97,7 +97,7 @@ def decode_batch(body: bytes) -> Batch:
     """Decode and validate a batch; raise WireError naming the bad path."""
     try:
         return _batch_decoder.decode(body)
-    except msgspec.DecodeError as err:
+    except (msgspec.DecodeError, UnicodeDecodeError) as err:
         raise WireError(str(err)) from err
 
 

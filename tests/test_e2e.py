@@ -62,8 +62,10 @@ def test_readings_arrive_in_wire_format(tmp_path: Path) -> None:
         assert agent_status(agent)["state"] in {"sending", "catching_up"}
     finally:
         assert agent.stop() == 0
+    try:
+        readings = assert_exactly_once(collector, tmp_path / "agent")
+    finally:
         collector.stop()
-    readings = assert_exactly_once(collector, tmp_path / "agent")
     for raw in readings:
         body = {k: v for k, v in raw.items() if k != "stream"}
         reading = msgspec.convert(body, wire.Reading, strict=False)

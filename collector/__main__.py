@@ -1,0 +1,132 @@
+"""`python -m collector` / `pulse-collector`: parse arguments, log to hour files, serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from agent.logs import open_logging
+from collector import APP_NAME, __version__
+from collector.app import create_app
+from collector.config import (
+    CollectorConfig,
+    ConfigError,
+    load_config,
+    resolve_path,
+    resolve_paths,
+    with_overrides,
+)
+
+logger = logging.getLogger(__name__)
+
+# in-flight requests get this long to finish after SIGTERM
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line; every option overrides the same key of the config file."""
+    parser = argparse.ArgumentParser(
+        prog=APP_NAME, description="Collect readings from Pulse agents over HTTP."
+    )
+    parser.add_argument("--config", type=Path, help="JSON config file (default: none)")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8080; 0: any)")
+    parser.add_argument("--db", help="SQLite file (default data/collector.db)")
+    parser.add_argument("--database-url", help="postgresql://… to use PostgreSQL instead")
+    parser.add_argument("--logs-dir", help="folder for hour-named log files (default logs)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace, cwd: Path) -> CollectorConfig:
+    """Defaults, then the file, then the command line; paths on it resolve against cwd."""
+    config = load_config(args.config) if args.config else resolve_paths(CollectorConfig(), cwd)
+    overrides: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "db": args.db and resolve_path(args.db, cwd),
+        "database_url": args.database_url,
+        "logs_dir": args.logs_dir and resolve_path(args.logs_dir, cwd),
+        "log_level": args.log_level,
+    }
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return with_overrides(config, given) if given else config
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """Set `stop` on SIGTERM or SIGINT while inside; the default handlers return after."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # Windows has no loop signal handlers; Ctrl+C arrives as KeyboardInterrupt there
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+def _listening_url(runner: web.AppRunner, config: CollectorConfig) -> str:
+    port = config.port
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            port = int(address[1])
+            break
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"http://{host}:{port}"
+
+
+async def serve(config: CollectorConfig) -> None:
+    """Run the collector until SIGTERM or SIGINT, then shut down in order."""
+    stop = asyncio.Event()
+    runner = web.AppRunner(create_app(config), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    # a signal that arrives while the store opens still stops the server, right after
+    with stop_on_signals(stop):
+        try:
+            await runner.setup()
+            await web.TCPSite(runner, config.host, config.port).start()
+            logger.info("listening on %s", _listening_url(runner, config))
+            await stop.wait()
+            logger.info("stopping")
+        finally:
+            await runner.cleanup()
+    logger.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m collector` and `pulse-collector`; returns the exit code."""
+    args = parse_args(argv)
+    try:
+        config = build_config(args, Path.cwd())
+    except ConfigError as err:
+        sys.stderr.write(f"{APP_NAME}: {err}\n")
+        return 2
+    with open_logging(Path(config.logs_dir), "collector", config.log_level, config.keep_hours):
+        where = "PostgreSQL" if config.database_url else f"SQLite {config.db}"
+        logger.info("%s %s starting; store: %s", APP_NAME, __version__, where)
+        try:
+            asyncio.run(serve(config))
+        except KeyboardInterrupt:
+            logger.info("stopped")
+        except Exception:
+            logger.exception("%s failed", APP_NAME)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The collector's application factory: routes, middleware and the store's lifetime."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from collector.config import CollectorConfig
+from collector.errors import error_middleware
+from collector.handlers import CONFIG, STORE, get_devices, get_readings, healthz, post_readings
+from collector.store import Clock, ReadingStore, utc_now
+from collector.store_postgres import PostgresStore
+from collector.store_sqlite import SqliteStore
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    config: CollectorConfig, clock: Clock = utc_now
+) -> AsyncIterator[ReadingStore]:
+    """PostgreSQL when database_url is set, else the SQLite file `db`; closed on exit."""
+    store: ReadingStore
+    if config.database_url:
+        store = await PostgresStore.open(config.database_url, clock=clock)
+    else:
+        store = await SqliteStore.open(config.db, clock=clock)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _store_context(
+    config: CollectorConfig, clock: Clock
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def store_context(app: web.Application) -> AsyncIterator[None]:
+        async with open_store(config, clock) as store:
+            app[STORE] = store
+            yield
+
+    return store_context
+
+
+def create_app(config: CollectorConfig, *, clock: Clock = utc_now) -> web.Application:
+    """Build the collector: routes, JSON errors, and the store opened at startup."""
+    app = web.Application(client_max_size=config.body_limit_bytes, middlewares=[error_middleware])
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_store_context(config, clock))
+    app.router.add_post("/api/v1/readings", post_readings)
+    app.router.add_get("/api/v1/readings", get_readings)
+    app.router.add_get("/api/v1/devices", get_devices)
+    app.router.add_get("/healthz", healthz)
+    return app

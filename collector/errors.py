@@ -1,0 +1,41 @@
+"""Every error answer is JSON (wire.ErrorBody); unexpected exceptions become a logged 500."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from agent.wire import ErrorBody, encode
+
+logger = logging.getLogger(__name__)
+
+# headers of an HTTPException worth keeping, e.g. Allow on a 405
+KEPT_HEADERS = (hdrs.ALLOW, hdrs.WWW_AUTHENTICATE, hdrs.RETRY_AFTER)
+
+
+def json_error(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON ErrorBody answer with this status."""
+    return web.Response(
+        status=status,
+        body=encode(ErrorBody(error=text)),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn HTTP errors into JSON bodies, and any other exception into a logged 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {str(k): exc.headers[k] for k in KEPT_HEADERS if k in exc.headers}
+        return json_error(exc.status, exc.reason, headers)
+    except Exception:
+        logger.exception("unexpected error in %s %s", request.method, request.path)
+        return json_error(500, "internal server error; see the collector's log")

@@ -1,0 +1,117 @@
+"""HTTP handlers: POST a batch, list devices, page through readings, health."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import msgspec
+from aiohttp import hdrs, web
+
+from agent.wire import DeviceId, StreamId, WireError, decode_batch, encode
+from collector import APP_NAME, __version__
+from collector.auth import bearer_token, is_authorized
+from collector.config import CollectorConfig
+from collector.errors import json_error
+from collector.store import ReadingStore
+
+logger = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", CollectorConfig)
+STORE: web.AppKey[ReadingStore] = web.AppKey("store")
+
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+
+
+class ReadingsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """The query string of GET /api/v1/readings."""
+
+    device_id: DeviceId
+    since: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
+    stream: StreamId | None = None
+
+
+def json_response(obj: object) -> web.Response:
+    """A 200 answer with `obj` encoded as JSON by msgspec."""
+    return web.Response(body=encode(obj), content_type="application/json")
+
+
+def _refuse(request: web.Request, status: int, text: str) -> web.Response:
+    logger.warning(
+        "refused %s %s from %s: %d %s", request.method, request.path, request.remote, status, text
+    )
+    response = json_error(status, text)
+    if status == 401:
+        response.headers[hdrs.WWW_AUTHENTICATE] = 'Bearer realm="pulse-collector"'
+    return response
+
+
+async def post_readings(request: web.Request) -> web.StreamResponse:
+    """Store one batch and answer with its Ack, only after the commit."""
+    config = request.app[CONFIG]
+    token = bearer_token(request.headers.get(hdrs.AUTHORIZATION))
+    if config.tokens and token is None:
+        return _refuse(request, 401, "missing Authorization: Bearer <token>")
+    if request.content_type != "application/json" or request.charset not in (None, "utf-8"):
+        found = request.headers.get(hdrs.CONTENT_TYPE, "none")
+        return _refuse(request, 415, f"expected Content-Type application/json, got {found}")
+    limit = config.body_limit_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return _too_large(request, limit)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _too_large(request, limit)
+    try:
+        batch = decode_batch(body)
+    except WireError as err:
+        return _refuse(request, 400, str(err))
+    except UnicodeDecodeError as err:
+        return _refuse(request, 400, f"body is not valid UTF-8: {err}")
+    if config.tokens and not is_authorized(config.tokens, batch.device_id, token or ""):
+        return _refuse(request, 403, f"token is not valid for device {batch.device_id!r}")
+    ack = await request.app[STORE].store_batch(batch)
+    logger.debug(
+        "batch of %d for %s/%s: %d accepted, %d duplicates, %d rejected",
+        len(batch.readings),
+        batch.device_id,
+        batch.stream,
+        ack.accepted,
+        ack.duplicates,
+        len(ack.rejected),
+    )
+    return json_response(ack)
+
+
+def _too_large(request: web.Request, limit: int) -> web.Response:
+    response = _refuse(request, 413, f"body larger than {limit} bytes; send smaller batches")
+    # the rest of the body is never read, so the connection cannot carry another request
+    response.force_close()
+    return response
+
+
+async def get_devices(request: web.Request) -> web.StreamResponse:
+    """Every device with its count, last receipt, and per-stream seq range and gaps."""
+    return json_response(await request.app[STORE].devices())
+
+
+async def get_readings(request: web.Request) -> web.StreamResponse:
+    """A device's readings with seq > since, ordered by (stream, seq), at most `limit`."""
+    raw = {key: value for key, value in request.query.items() if value != ""}
+    try:
+        query = msgspec.convert(raw, ReadingsQuery, strict=False)
+    except msgspec.ValidationError as err:
+        text, _, where = str(err).partition(" - at `$.")
+        name = where.rstrip("`")
+        return _refuse(request, 400, f"query parameter {name}: {text}" if name else text)
+    readings = await request.app[STORE].readings(
+        query.device_id, query.since, query.limit, query.stream
+    )
+    return json_response(readings)
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    """Liveness, with the program's name and version."""
+    return json_response({"status": "ok", "app": APP_NAME, "version": __version__})

@@ -1,0 +1,91 @@
+"""The reading store's interface and result types; SQLite and PostgreSQL implement it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Protocol
+
+import msgspec
+
+from agent.wire import Ack, Batch, Reading
+
+SCHEMA_VERSION = 1
+
+Clock = Callable[[], dt.datetime]
+
+
+def utc_now() -> dt.datetime:
+    """The current time, timezone-aware in UTC; the stores' default clock."""
+    return dt.datetime.now(dt.UTC)
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used, e.g. its schema is newer than this program."""
+
+
+class StoredReading(Reading):
+    """A reading as the collector returns it: the wire Reading plus its stream."""
+
+    stream: str
+
+
+class StreamSummary(msgspec.Struct):
+    """One stream of a device.
+
+    `missing` is `last_seq - count`: the number of seqs in 1..last_seq never received.
+    It assumes that a stream's seq starts at 1, as the agent's queue does, and counts
+    seqs before `first_seq` as missing too.
+    """
+
+    stream: str
+    first_seq: int
+    last_seq: int
+    count: int
+    missing: int
+
+
+class DeviceSummary(msgspec.Struct):
+    """What the collector holds for one device; last_seen is the newest receipt."""
+
+    device_id: str
+    count: int
+    last_seen: dt.datetime
+    streams: list[StreamSummary]
+
+
+class ReadingStore(Protocol):
+    """Durable storage of readings; every batch is one transaction, acked after commit."""
+
+    async def store_batch(self, batch: Batch) -> Ack:
+        """Store a batch; count what was new, what was already there and what was refused."""
+        ...
+
+    async def devices(self) -> list[DeviceSummary]:
+        """Summaries of every device, ordered by device id."""
+        ...
+
+    async def readings(
+        self, device_id: str, since_seq: int | None, limit: int, stream: str | None
+    ) -> list[StoredReading]:
+        """A device's readings with seq > since_seq, ordered by (stream, seq)."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection(s); the store cannot be used afterwards."""
+        ...
+
+
+def summarize(rows: list[tuple[str, str, int, int, int, dt.datetime]]) -> list[DeviceSummary]:
+    """Group (device, stream, first, last, count, last_seen) rows, ordered by device."""
+    devices: list[DeviceSummary] = []
+    for device_id, stream, first_seq, last_seq, count, last_seen in rows:
+        if not devices or devices[-1].device_id != device_id:
+            devices.append(DeviceSummary(device_id, 0, last_seen, []))
+        device = devices[-1]
+        device.count += count
+        device.last_seen = max(device.last_seen, last_seen)
+        device.streams.append(
+            StreamSummary(stream, first_seq, last_seq, count, missing=last_seq - count)
+        )
+    return devices

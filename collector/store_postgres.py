@@ -1,0 +1,159 @@
+"""The PostgreSQL reading store: an asyncpg pool, one INSERT of unnested arrays per batch."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import asyncpg
+
+from agent.wire import Ack, Batch, Message
+from collector.checks import split_batch
+from collector.store import (
+    SCHEMA_VERSION,
+    Clock,
+    DeviceSummary,
+    StoredReading,
+    StoreError,
+    summarize,
+    utc_now,
+)
+
+logger = logging.getLogger(__name__)
+
+# any number fits: two collectors starting at once take turns creating the schema
+MIGRATION_LOCK = 0x50554C5345
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS collector_schema (version integer NOT NULL);
+CREATE TABLE IF NOT EXISTS readings (
+    device_id text NOT NULL,
+    stream text NOT NULL,
+    seq bigint NOT NULL,
+    id uuid NOT NULL UNIQUE,
+    datetime timestamptz NOT NULL,
+    value double precision NOT NULL,
+    unit text NOT NULL,
+    received_at timestamptz NOT NULL,
+    PRIMARY KEY (device_id, stream, seq)
+);
+"""
+
+# no conflict target: a clash on the primary key or on the id is a duplicate either way,
+# also between two rows of the same batch (the later one is skipped)
+INSERT = """
+INSERT INTO readings (device_id, stream, seq, id, datetime, value, unit, received_at)
+SELECT $1, $2, r.seq, r.id, r.datetime, r.value, r.unit, $3
+FROM unnest($4::bigint[], $5::uuid[], $6::timestamptz[], $7::float8[], $8::text[])
+    WITH ORDINALITY AS r(seq, id, datetime, value, unit, n)
+ORDER BY r.n
+ON CONFLICT DO NOTHING
+"""
+
+DEVICES = """
+SELECT device_id, stream, MIN(seq), MAX(seq), COUNT(*), MAX(received_at)
+FROM readings
+GROUP BY device_id, stream
+ORDER BY device_id, stream
+"""
+
+READINGS = """
+SELECT stream, seq, id, datetime, value, unit
+FROM readings
+WHERE device_id = $1 AND seq > $2 AND ($3::text IS NULL OR stream = $3)
+ORDER BY stream, seq
+LIMIT $4
+"""
+
+
+class PostgresStore:
+    """Readings in PostgreSQL, in the first schema of the connection's search_path."""
+
+    def __init__(self, pool: Any, clock: Clock):
+        self._pool = pool
+        self._clock = clock
+
+    @classmethod
+    async def open(
+        cls, url: str, clock: Clock = utc_now, max_connections: int = 10
+    ) -> PostgresStore:
+        """Connect and create the tables if needed (`?search_path=` in the URL picks a schema)."""
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=max_connections)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await _migrate(conn)
+        except BaseException:
+            await pool.close()
+            raise
+        logger.info("PostgreSQL store open at %s", _redact(url))
+        return cls(pool, clock)
+
+    async def store_batch(self, batch: Batch) -> Ack:
+        """Store a batch in one statement (one transaction); return the Ack after commit."""
+        now = self._clock()
+        good, rejected = split_batch(batch, now)
+        if not good:
+            return Ack(accepted=0, duplicates=0, rejected=rejected)
+        status = await self._pool.execute(
+            INSERT,
+            batch.device_id,
+            batch.stream,
+            now,
+            [r.seq for r in good],
+            [r.id for r in good],
+            [r.datetime for r in good],
+            [float(r.message.value) for r in good],
+            [r.message.unit for r in good],
+        )
+        # the command tag is "INSERT 0 <rows inserted>"
+        accepted = int(cast(str, status).rsplit(" ", 1)[1])
+        return Ack(accepted=accepted, duplicates=len(good) - accepted, rejected=rejected)
+
+    async def devices(self) -> list[DeviceSummary]:
+        """Per device and stream: seq range, count and newest receipt, by SQL aggregates."""
+        rows = await self._pool.fetch(DEVICES)
+        return summarize([(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows])
+
+    async def readings(
+        self, device_id: str, since_seq: int | None, limit: int, stream: str | None
+    ) -> list[StoredReading]:
+        """A device's readings with seq > since_seq, ordered by (stream, seq)."""
+        rows = await self._pool.fetch(READINGS, device_id, since_seq or 0, stream, limit)
+        return [
+            StoredReading(
+                id=rid,
+                seq=seq,
+                datetime=when,
+                message=Message(value=value, unit=unit),
+                stream=row_stream,
+            )
+            for row_stream, seq, rid, when, value, unit in rows
+        ]
+
+    async def close(self) -> None:
+        """Close the pool, waiting for queries in flight."""
+        await self._pool.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+async def _migrate(conn: Any) -> None:
+    """Create the tables in a new database; refuse one written by a newer version."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+    await conn.execute(SCHEMA)
+    version = await conn.fetchval("SELECT max(version) FROM collector_schema")
+    if version is None:
+        await conn.execute("INSERT INTO collector_schema (version) VALUES ($1)", SCHEMA_VERSION)
+        logger.info("created collector schema version %d", SCHEMA_VERSION)
+    elif int(version) > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database has schema version {version}; this collector knows up to "
+            f"{SCHEMA_VERSION}"
+        )
