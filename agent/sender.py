@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import email.utils
 import enum
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.5
 BACKOFF_FLOOR_S = 0.05
 RETRY_AFTER_MAX_S = 3600.0
+# Batches in flight at once while catching up: one commits at the collector, one travels.
+IN_FLIGHT = 2
 
 
 class Verdict(enum.Enum):
@@ -126,6 +129,7 @@ class Sender:
         get_config: Callable[[], Config],
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        in_flight: int = IN_FLIGHT,
     ):
         self._store = store
         self._hub = hub
@@ -133,6 +137,7 @@ class Sender:
         self._get_config = get_config
         self._rng = rng or random.Random()
         self._clock = clock
+        self._in_flight = in_flight
         self._wake = asyncio.Event()
         self._attempt = 0
         self._cap: int | None = None
@@ -192,32 +197,46 @@ class Sender:
         """
         cfg = self._get_config().sender
         batch = await self._store.oldest(self._limit(cfg.batch_size))
-        while batch is not None:
-            catching_up = self._store.pending > len(batch)
-            prefetch: asyncio.Task[QueuedBatch | None] | None = None
-            if catching_up:
-                # read the next batch while this one is in flight
-                size = self._limit(max(cfg.batch_size, cfg.catchup_batch_size))
-                prefetch = asyncio.create_task(self._store.oldest(size, batch.last_seq))
-            try:
-                outcome = await self.post(batch)
+        if batch is None:
+            return self._idle(cfg.interval_s)
+        catching_up = self._store.pending > len(batch)
+        window = collections.deque([(batch, asyncio.create_task(self.post(batch)))])
+        last_seq = batch.last_seq
+        acking: asyncio.Task[None] | None = None
+        try:
+            while window:
+                if catching_up and len(window) < self._in_flight:
+                    # the next batch flies while the collector commits this one
+                    size = self._limit(max(cfg.batch_size, cfg.catchup_batch_size))
+                    nxt = await self._store.oldest(size, last_seq)
+                    if nxt is not None and len(nxt) >= cfg.batch_size:
+                        window.append((nxt, asyncio.create_task(self.post(nxt))))
+                        last_seq = nxt.last_seq
+                    else:
+                        catching_up = False  # below one batch: back to the normal cadence
+                batch, posting = window.popleft()
+                outcome = await posting
+                if acking is not None:
+                    await acking  # acks commit in order, each while the next batch flies
+                    acking = None
                 if outcome.verdict is not Verdict.ACKED:
                     return self._on_failure(outcome, len(batch))
                 assert outcome.ack is not None  # ACKED always carries it
-                await self._on_success(batch, outcome.ack)
-                if self._store.pending < cfg.batch_size or prefetch is None:
-                    break
-                batch = await prefetch
-                prefetch = None
-            finally:
-                if prefetch is not None:
-                    prefetch.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await prefetch
+                acking = asyncio.create_task(self._on_success(batch, outcome.ack))
+        finally:
+            # batches still in flight stay queued; a resend is only a duplicate
+            for _, posting in window:
+                posting.cancel()
+            await asyncio.gather(*(p for _, p in window), return_exceptions=True)
+            if acking is not None:
+                await acking
+        return self._idle(cfg.interval_s)
+
+    def _idle(self, interval: float) -> float:
         self._end_catchup()
         if self._hub.status.state is State.STARTING:
             self._set_state(State.SENDING)
-        return cfg.interval_s
+        return interval
 
     def _set_state(self, state: State, detail: str = "") -> None:
         # a send that was in flight when the user paused must not unpause the display

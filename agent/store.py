@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +24,8 @@ from agent import wire
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-# Past this many free pages an ack also returns them to the file system.
-VACUUM_THRESHOLD_PAGES = 256
+# With a backlog left, an ack shrinks the file only past this many free pages (16 MiB).
+VACUUM_THRESHOLD_PAGES = 4096
 
 _SCHEMA = """
 CREATE TABLE queue (
@@ -120,6 +121,7 @@ class Store:
         self.stream_id = ""
         self.quarantined: Quarantine | None = None
         self._pending = 0
+        self._counters: Counter[str] = Counter()
         self._write = asyncio.Lock()
         self._dropping = False
 
@@ -149,6 +151,8 @@ class Store:
             await self._db.commit()
         (self.stream_id,) = await self._fetchone("SELECT value FROM meta WHERE key='stream'")
         (self._pending,) = await self._fetchone("SELECT COUNT(*) FROM queue")
+        async with self._db.execute("SELECT name, value FROM counters") as cur:
+            self._counters.update({name: value async for name, value in cur})
 
     async def _fetchone(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Row:
         async with self._db.execute(sql, params) as cur:
@@ -163,10 +167,30 @@ class Store:
         return self._pending
 
     async def counts(self) -> Counts:
-        """Return pending and the persistent counters."""
-        async with self._db.execute("SELECT name, value FROM counters") as cur:
-            values = {name: value async for name, value in cur}
-        return Counts(self._pending, values["sent"], values["dropped"], values["dead"])
+        """Return pending and the persistent counters (kept in memory after each commit)."""
+        c = self._counters
+        return Counts(self._pending, c["sent"], c["dropped"], c["dead"])
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Counter[str]]:
+        """One write transaction under the writer lock; the caller notes counter changes
+        in the yielded Counter ("pending" included), which commit with it or not at all."""
+        delta: Counter[str] = Counter()
+        async with self._write:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield delta
+                for name, by in delta.items():
+                    if name != "pending" and by:
+                        await self._db.execute(
+                            "UPDATE counters SET value = value + ? WHERE name = ?", (by, name)
+                        )
+                await self._db.commit()
+            except BaseException:
+                await self._db.rollback()
+                raise
+            self._pending += delta.pop("pending", 0)
+            self._counters.update(delta)
 
     async def add(self, when: dt.datetime, value: float, unit: str) -> AddResult:
         """Store one reading durably and return its seq; drop the oldest beyond max_pending."""
@@ -176,32 +200,23 @@ class Store:
     async def add_many(self, samples: Iterable[tuple[dt.datetime, float, str]]) -> list[AddResult]:
         """Store readings in one transaction (the bench fills its backlog this way)."""
         rows = [(str(wire.new_reading_id()), _utc_text(w), v, u) for w, v, u in samples]
-        async with self._write:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                await self._db.executemany(
-                    "INSERT INTO queue (id, ts, value, unit) VALUES (?, ?, ?, ?)", rows
+        async with self._transaction() as delta:
+            await self._db.executemany(
+                "INSERT INTO queue (id, ts, value, unit) VALUES (?, ?, ?, ?)", rows
+            )
+            # inside one write transaction AUTOINCREMENT hands out consecutive seqs
+            (last,) = await self._fetchone("SELECT seq FROM sqlite_sequence WHERE name = 'queue'")
+            results = [AddResult(seq, 0) for seq in range(last - len(rows) + 1, last + 1)]
+            excess = max(0, self._pending + len(rows) - self.max_pending)
+            if excess:
+                await self._db.execute(
+                    "DELETE FROM queue WHERE seq IN (SELECT seq FROM queue ORDER BY seq LIMIT ?)",
+                    (excess,),
                 )
-                # inside one write transaction AUTOINCREMENT hands out consecutive seqs
-                (last,) = await self._fetchone(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'queue'"
-                )
-                results = [AddResult(seq, 0) for seq in range(last - len(rows) + 1, last + 1)]
-                excess = self._pending + len(rows) - self.max_pending
-                if excess > 0:
-                    await self._db.execute(
-                        "DELETE FROM queue WHERE seq IN "
-                        "(SELECT seq FROM queue ORDER BY seq LIMIT ?)",
-                        (excess,),
-                    )
-                    await self._bump("dropped", excess)
-                    results[-1] = AddResult(results[-1].seq, excess)
-                await self._db.commit()
-            except BaseException:
-                await self._db.rollback()
-                raise
-            self._pending += len(rows) - max(excess, 0)
-        self._note_dropping(max(excess, 0))
+                results[-1] = AddResult(results[-1].seq, excess)
+            delta["pending"] += len(rows) - excess
+            delta["dropped"] += excess
+        self._note_dropping(excess)
         return results
 
     def _note_dropping(self, dropped: int) -> None:
@@ -213,9 +228,6 @@ class Store:
         elif not dropped and self._dropping and self._pending < self.max_pending:
             self._dropping = False
             logger.info("queue below its cap again (%d pending)", self._pending)
-
-    async def _bump(self, name: str, by: int) -> None:
-        await self._db.execute("UPDATE counters SET value = value + ? WHERE name = ?", (by, name))
 
     async def oldest(self, limit: int, after_seq: int = 0) -> QueuedBatch | None:
         """Return up to `limit` of the oldest readings with seq > after_seq, or None."""
@@ -233,21 +245,10 @@ class Store:
 
         Both happen in one transaction, with the counters. Returns how many were sent.
         """
-        async with self._write:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                dead = 0
-                if rejected:
-                    dead = await self._move_to_dead(batch, rejected)
-                removed = await self._delete(batch)
-                await self._bump("sent", removed - dead)
-                if dead:
-                    await self._bump("dead", dead)
-                await self._db.commit()
-            except BaseException:
-                await self._db.rollback()
-                raise
-            self._pending -= removed
+        async with self._transaction() as delta:
+            dead = await self._move_to_dead(batch, rejected) if rejected else 0
+            removed = await self._delete(batch)
+            delta.update(sent=removed - dead, dead=dead, pending=-removed)
         await self._maybe_vacuum()
         if self._dropping:
             self._note_dropping(0)
@@ -289,26 +290,21 @@ class Store:
 
     async def retry_dead(self) -> int:
         """Put every dead letter back in the queue under its original seq."""
-        async with self._write:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = await self._db.execute(
-                    "INSERT OR IGNORE INTO queue (seq, id, ts, value, unit) "
-                    "SELECT seq, id, ts, value, unit FROM dead"
-                )
-                moved = cur.rowcount
-                await self._db.execute("DELETE FROM dead")
-                await self._bump("dead", -moved)
-                await self._db.commit()
-            except BaseException:
-                await self._db.rollback()
-                raise
-            self._pending += moved
+        async with self._transaction() as delta:
+            cur = await self._db.execute(
+                "INSERT OR IGNORE INTO queue (seq, id, ts, value, unit) "
+                "SELECT seq, id, ts, value, unit FROM dead"
+            )
+            moved = cur.rowcount
+            await self._db.execute("DELETE FROM dead")
+            delta.update(dead=-moved, pending=moved)
         return moved
 
     async def _maybe_vacuum(self) -> None:
-        (free,) = await self._fetchone("PRAGMA freelist_count")
-        if free > VACUUM_THRESHOLD_PAGES or (free and self._pending == 0):
+        # while a backlog drains, new readings reuse the free pages; shrink once drained,
+        # or when most of the file is free
+        free, pages = await self._fetchone("SELECT * FROM pragma_freelist_count, pragma_page_count")
+        if (free and self._pending == 0) or free > max(VACUUM_THRESHOLD_PAGES, pages // 2):
             await self.vacuum()
 
     async def vacuum(self) -> None:
@@ -339,6 +335,18 @@ def _quarantine(path: Path, reason: str) -> Quarantine:
     return Quarantine(target, reason)
 
 
+def _is_unusable(err: Exception) -> bool:
+    """True only if the file itself is bad: damaged, not a database, or a newer schema.
+
+    A full disk, a lock or an I/O error passes; moving a healthy queue aside for one of
+    those would strand its readings in a file that is never sent.
+    """
+    if isinstance(err, StoreError):
+        return True
+    name = getattr(err, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+
+
 async def _connect(path: Path, max_pending: int) -> Store:
     db = await aiosqlite.connect(path, isolation_level=None)
     store = Store(db, path, max_pending)
@@ -358,6 +366,9 @@ async def open_store(path: Path, max_pending: int) -> AsyncIterator[Store]:
     try:
         store = await _connect(path, max_pending)
     except (sqlite3.DatabaseError, StoreError) as err:
+        if not _is_unusable(err):
+            logger.error("cannot open the queue file %s (%s); leaving it as it is", path, err)
+            raise StoreError(f"cannot open the queue file {path}: {err}") from err
         quarantined = _quarantine(path, str(err))
         store = await _connect(path, max_pending)
     store.quarantined = quarantined

@@ -50,7 +50,7 @@ async def drain_raw(path: Path, batch: int) -> float:
         return time.perf_counter() - start
 
 
-async def drain_pulse(path: Path, batch: int, port: int) -> tuple[float, int]:
+async def drain_pulse(path: Path, batch: int, port: int, in_flight: int) -> tuple[float, int]:
     """The Sender's catch-up against a real collector; returns seconds and cycles."""
     config = Config()
     config.server.port = port
@@ -59,7 +59,7 @@ async def drain_pulse(path: Path, batch: int, port: int) -> tuple[float, int]:
     config.device_id = "bench"
     live = LiveConfig(LoadedConfig(config, path.parent / "config.json"))
     async with open_store(path, max_pending=10**9) as store, aiohttp.ClientSession() as session:
-        sender = Sender(store, StatusHub(), session, lambda: live.config)
+        sender = Sender(store, StatusHub(), session, lambda: live.config, in_flight=in_flight)
         cycles = 0
         start = time.perf_counter()
         while store.pending:
@@ -80,23 +80,28 @@ def main() -> None:
         t0 = time.perf_counter()
         asyncio.run(fill(source, args.readings))
         fill_s = time.perf_counter() - t0
-        raw_db, pulse_db = work / "raw" / "queue.db", work / "pulse" / "queue.db"
-        for target in (raw_db, pulse_db):
-            target.parent.mkdir()
-            shutil.copy(source, target)
-        raw_s = asyncio.run(drain_raw(raw_db, args.batch))
-        collector = start_collector(work / "collector")
-        try:
-            pulse_s, cycles = asyncio.run(drain_pulse(pulse_db, args.batch, collector.port))
-        finally:
-            collector.stop()
+        copies = {}
+        for name in ("raw", "serial", "pipelined"):
+            copies[name] = work / name / "queue.db"
+            copies[name].parent.mkdir()
+            shutil.copy(source, copies[name])
         n = args.readings
         print(f"readings            {n:,} in batches of {args.batch}")
         print(f"fill (add_many)     {fill_s:6.2f} s  {n / fill_s:10,.0f} readings/s")
-        print(f"raw SQLite drain    {raw_s:6.2f} s  {n / raw_s:10,.0f} readings/s")
-        print(f"pulse end to end    {pulse_s:6.2f} s  {n / pulse_s:10,.0f} readings/s")
-        print(f"pulse / raw         {raw_s / pulse_s:6.2f}")
-        print(f"sender cycles       {cycles}")
+        raw_s = asyncio.run(drain_raw(copies["raw"], args.batch))
+        print(f"raw SQLite drain    {raw_s:6.2f} s  {n / raw_s:10,.0f} readings/s  (no HTTP)")
+        for name, in_flight in (("serial", 1), ("pipelined", 2)):
+            collector = start_collector(work / f"collector-{name}")
+            try:
+                s, cycles = asyncio.run(
+                    drain_pulse(copies[name], args.batch, collector.port, in_flight)
+                )
+            finally:
+                collector.stop()
+            print(
+                f"pulse, {in_flight} in flight  {s:6.2f} s  {n / s:10,.0f} readings/s"
+                f"  ({s / raw_s:.1f}x the raw drain time, {cycles} cycle)"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
