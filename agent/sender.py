@@ -196,28 +196,28 @@ class Sender:
         Returns how long to wait before the next cycle.
         """
         cfg = self._get_config().sender
-        batch = await self._store.oldest(self._limit(cfg.batch_size))
-        if batch is None:
-            return self._idle(cfg.interval_s)
-        catching_up = self._store.pending > len(batch)
-        window = collections.deque([(batch, asyncio.create_task(self.post(batch)))])
-        last_seq = batch.last_seq
+        window: collections.deque[tuple[QueuedBatch, asyncio.Task[Outcome]]] = collections.deque()
+        size = self._limit(cfg.batch_size)  # the first batch: whatever is there, up to this
+        last_seq = 0
+        more = True
         acking: asyncio.Task[None] | None = None
         try:
-            while window:
-                if catching_up and len(window) < self._in_flight:
-                    # the next batch flies while the collector commits this one
-                    size = self._limit(max(cfg.batch_size, cfg.catchup_batch_size))
+            while True:
+                while more and len(window) < self._in_flight:
+                    # later batches fly while the collector commits the earlier ones
                     nxt = await self._store.oldest(size, last_seq)
-                    if nxt is not None and len(nxt) >= cfg.batch_size:
-                        window.append((nxt, asyncio.create_task(self.post(nxt))))
-                        last_seq = nxt.last_seq
-                    else:
-                        catching_up = False  # below one batch: back to the normal cadence
+                    if nxt is None or (last_seq and len(nxt) < cfg.batch_size):
+                        more = False  # below one batch: back to the normal cadence
+                        break
+                    window.append((nxt, asyncio.create_task(self.post(nxt))))
+                    last_seq = nxt.last_seq
+                    size = self._limit(max(cfg.batch_size, cfg.catchup_batch_size))
+                if not window:
+                    break
                 batch, posting = window.popleft()
                 outcome = await posting
                 if acking is not None:
-                    await acking  # acks commit in order, each while the next batch flies
+                    await acking  # acks commit in order, each while later batches fly
                     acking = None
                 if outcome.verdict is not Verdict.ACKED:
                     return self._on_failure(outcome, len(batch))
@@ -230,9 +230,9 @@ class Sender:
             await asyncio.gather(*(p for _, p in window), return_exceptions=True)
             if acking is not None:
                 await acking
-        return self._idle(cfg.interval_s)
+        return self._finish_cycle(cfg.interval_s)
 
-    def _idle(self, interval: float) -> float:
+    def _finish_cycle(self, interval: float) -> float:
         self._end_catchup()
         if self._hub.status.state is State.STARTING:
             self._set_state(State.SENDING)
