@@ -9,6 +9,7 @@ import re
 import socket
 import sys
 import tempfile
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -165,6 +166,11 @@ def _check(cls: type[msgspec.Struct], raw: object, path: str, errors: list[str])
             # msgspec names the found type; the found value itself says more
             problem = re.sub(r", got `[^`]*`$", "", problem)
             problem = problem[:1].lower() + problem[1:]
+            choices = (
+                typing.get_args(field.type) if typing.get_origin(field.type) is Literal else ()
+            )
+            if choices:
+                problem = f"expected one of {', '.join(json.dumps(c) for c in choices)}"
             errors.append(f"{sub}: {problem}, got {_describe(raw[name])}")
 
 

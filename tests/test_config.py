@@ -106,7 +106,7 @@ def test_wrong_type_names_path_expectation_and_value() -> None:
         ({"server": {"tls": "yes"}}, "$.server.tls", "`bool`", '"yes"'),
         ({"server": {"host": "a b"}}, "$.server.host", "matching regex", '"a b"'),
         ({"server": {"path": "api"}}, "$.server.path", "matching regex", '"api"'),
-        ({"logs": {"level": "LOUD"}}, "$.logs.level", "enum", '"LOUD"'),
+        ({"logs": {"level": "LOUD"}}, "$.logs.level", 'one of "DEBUG", "INFO"', '"LOUD"'),
         ({"storage": {"path": ""}}, "$.storage.path", "length >= 1", '""'),
         ({"logs": 3}, "$.logs", "expected an object", "3"),
     ],
