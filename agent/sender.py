@@ -96,7 +96,7 @@ def _error_text(body: bytes) -> str:
 def backoff_delay(attempt: int, max_backoff: float, rng: random.Random) -> float:
     """Exponential backoff with full jitter: uniform in [floor, min(max, base * 2^attempt)]."""
     ceiling = min(max_backoff, BACKOFF_BASE_S * 2 ** min(attempt, 30))
-    return max(BACKOFF_FLOOR_S, rng.uniform(0, ceiling))
+    return min(max_backoff, max(BACKOFF_FLOOR_S, rng.uniform(0, ceiling)))
 
 
 def encode_batch(device_id: str, stream: str, batch: QueuedBatch) -> bytes:
