@@ -11,8 +11,10 @@ import aiohttp
 from aiohttp import web
 
 from agent import APP_NAME, __version__
+from agent.autostart import Autostart
 from agent.config import LiveConfig
 from agent.control import Control
+from agent.logs import file_problem
 from agent.sender import Sender
 from agent.sensor import run_sensor
 from agent.sources import Source, create_source
@@ -31,25 +33,30 @@ WORKERS: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("workers")
 # request_stop(None) is a clean quit; request_stop(reason) a fatal error (exit code 1)
 REQUEST_STOP: web.AppKey[Callable[[str | None], None]] = web.AppKey("request_stop")
 CONTROL = web.AppKey("control", Control)
+# start at login (enable/disable/is_enabled); set by main only where it can be offered
+AUTOSTART = web.AppKey("autostart", Autostart)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     live = app[CONFIG]
     async with open_store(live.loaded.storage_path, live.config.storage.max_pending) as store:
         app[STORE] = store
-        problem = None
+        problems = []
         if store.quarantined:
-            problem = (
+            problems.append(
                 f"queue file was unusable ({store.quarantined.reason}); "
                 f"moved aside to {store.quarantined.moved_to}"
             )
+        logs_problem = file_problem(live.loaded.logs_dir)
+        if logs_problem:
+            problems.append(logs_problem)
         counts = await store.counts()
         app[HUB].update(
             pending=counts.pending,
             sent_total=counts.sent,
             dropped_total=counts.dropped,
             dead_total=counts.dead,
-            storage_problem=problem,
+            storage_problem="; ".join(problems) or None,
         )
         yield
 
@@ -101,17 +108,6 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def health(request: web.Request) -> web.Response:
-    """Name and version, so a second agent can recognise the first."""
-    return web.json_response({"app": APP_NAME, "version": __version__})
-
-
-async def status(request: web.Request) -> web.Response:
-    """The status snapshot."""
-    hub = request.app[HUB]
-    return web.json_response(hub.snapshot())
-
-
 def _raise_stop(reason: str | None) -> None:
     raise SystemExit(reason)
 
@@ -121,13 +117,15 @@ def create_app(
     source: Source | None = None,
     request_stop: Callable[[str | None], None] = _raise_stop,
 ) -> web.Application:
-    """Build the agent: routes, then store → HTTP session → workers, unwound in reverse."""
+    """Build the agent: dashboard, then store → HTTP session → workers, unwound in reverse."""
+    # imported here because the dashboard imports this module's AppKeys
+    from agent.dashboard import setup_dashboard
+
     app = web.Application()
     app[CONFIG] = live
     app[HUB] = StatusHub()
     app[SOURCE] = source or create_source(live.config.sensor)
     app[REQUEST_STOP] = request_stop
-    app.router.add_get("/api/health", health)
-    app.router.add_get("/api/status", status)
+    setup_dashboard(app)
     app.cleanup_ctx.extend([_store_ctx, _session_ctx, _workers_ctx])
     return app

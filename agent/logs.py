@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import logging
 import logging.handlers
+import os
 import queue
 import sys
 import time
@@ -22,6 +23,22 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 HOUR_FORMAT = "%Y-%m-%d_%H"
 
 Clock = Callable[[], float]
+
+# a log folder that failed is tried again after this long
+RETRY_S = 10.0
+# log folder -> why its files cannot be written; the agent shows it on its status
+_PROBLEMS: dict[Path, str] = {}
+
+
+def file_problem(directory: Path) -> str | None:
+    """Why log files cannot be written in `directory` right now, or None if they can."""
+    return _PROBLEMS.get(directory)
+
+
+def _console(text: str) -> None:
+    # a windowed build has no console: sys.stderr is None there
+    if sys.stderr is not None:
+        sys.stderr.write(f"pulse: {text}\n")
 
 
 def log_file_name(prefix: str, when: dt.datetime) -> str:
@@ -55,7 +72,11 @@ class HourlyFileHandler(logging.Handler):
         self._clock = clock
         self._name: str | None = None
         self._fh: TextIO | None = None
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._retry_at = 0.0
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self._failed(err, self._clock())
 
     @property
     def current_path(self) -> Path:
@@ -68,20 +89,40 @@ class HourlyFileHandler(logging.Handler):
         try:
             when = dt.datetime.fromtimestamp(record.created)
             name = log_file_name(self.prefix, when)
-            if name != self._name:
+            if name != self._name or self._fh is None:
+                if name == self._name and record.created < self._retry_at:
+                    return  # the folder failed a moment ago; the console still has it
                 self._open(name, when)
             msg = self.format(record)
             assert self._fh is not None  # set by _open
             self._fh.write(msg + "\n")
             self._fh.flush()
+            if self.directory in _PROBLEMS:
+                _PROBLEMS.pop(self.directory)
+                _console(f"log folder {self.directory} can be written again")
+        except OSError as err:
+            self._failed(err, record.created)
         except Exception:
             self.handleError(record)
 
+    def _failed(self, err: OSError, now: float) -> None:
+        """An unwritable or full log folder never stops the program: say so once, retry."""
+        with contextlib.suppress(OSError):
+            self._close_file()
+        self._fh = None
+        self._retry_at = now + RETRY_S
+        if self.directory not in _PROBLEMS:
+            problem = f"cannot write log files in {self.directory}: {err.strerror or err}"
+            _PROBLEMS[self.directory] = problem
+            _console(problem + "; logging to the console only until it can")
+
     def _open(self, name: str, when: dt.datetime) -> None:
         self._close_file()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._fh = (self.directory / name).open("a", encoding="utf-8")
         self._name = name
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # owner-only: the log holds health readings and the dashboard's unlock link
+        fd = os.open(self.directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._fh = open(fd, "a", encoding="utf-8")  # noqa: SIM115 - closed in _close_file
         self.prune(when)
 
     def prune(self, now: dt.datetime) -> list[Path]:
@@ -142,6 +183,8 @@ def open_logging(
     root.setLevel(level)
     # aiohttp's access log is noisy at INFO and says nothing about delivery
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiosqlite logs every call at DEBUG, which would bury the agent's own lines
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     listener.start()
     try:
         yield file_handler

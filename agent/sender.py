@@ -28,6 +28,7 @@ BACKOFF_FLOOR_S = 0.05
 RETRY_AFTER_MAX_S = 3600.0
 # Batches in flight at once while catching up: one commits at the collector, one travels.
 IN_FLIGHT = 2
+RATE_MIN_SPAN_S = 1.0
 
 
 class Verdict(enum.Enum):
@@ -307,7 +308,8 @@ class Sender:
             return None
         self._catchup_sent += sent
         elapsed = now - self._catchup_started
-        return self._catchup_sent / elapsed if elapsed > 0 else None
+        # with batches in flight, two acks can land milliseconds apart: wait for a real span
+        return self._catchup_sent / elapsed if elapsed >= RATE_MIN_SPAN_S else None
 
     def _end_catchup(self) -> None:
         if self._catchup_started is not None:

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import math
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
@@ -58,19 +59,25 @@ async def run_sensor(
 ) -> None:
     """Read `source` every interval() seconds on the monotonic clock, without drift."""
     failing = False
+    # what status.storage_problem said before the disk failed us, to restore afterwards
+    problem_before: str | None = None
     deadline = clock()
     while True:
         try:
             await record(source, store, hub)
             if failing:
                 logger.info("sensor readings stored again")
+                hub.update(storage_problem=problem_before)
                 failing = False
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as err:
             # one bad read or a full disk must not stop the loop
             if not failing:
                 logger.exception("sensor reading failed; retrying at each tick")
-            failing = True
+                failing = True
+                if isinstance(err, sqlite3.Error | OSError):
+                    problem_before = hub.status.storage_problem
+                    hub.update(storage_problem=f"new readings cannot be stored: {err}")
         deadline = next_deadline(deadline, interval(), clock())
         await sleep(max(0.0, deadline - clock()))

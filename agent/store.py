@@ -248,11 +248,14 @@ class Store:
         async with self._transaction() as delta:
             dead = await self._move_to_dead(batch, rejected) if rejected else 0
             removed = await self._delete(batch)
-            delta.update(sent=removed - dead, dead=dead, pending=-removed)
+            # rows the cap dropped while this batch was in flight reached the collector after
+            # all: count them as sent, not dropped
+            late = len(batch) - removed
+            delta.update(sent=removed - dead + late, dead=dead, pending=-removed, dropped=-late)
         await self._maybe_vacuum()
         if self._dropping:
             self._note_dropping(0)
-        return removed - dead
+        return removed - dead + late
 
     async def _delete(self, batch: QueuedBatch) -> int:
         if batch.last_seq - batch.first_seq + 1 == len(batch):

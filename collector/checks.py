@@ -9,6 +9,8 @@ import sys
 from agent.wire import Batch, Reading, Rejection
 
 MAX_FUTURE = dt.timedelta(hours=24)
+# the earliest datetime that still exists in UTC: 0001-01-01T00:00+14:00 would not
+EARLIEST = dt.datetime(1, 1, 2, tzinfo=dt.UTC)
 # a value outside its unit's range is a sensor or encoding fault, never a measurement
 PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "bpm": (1, 400),
@@ -36,6 +38,8 @@ def problem(reading: Reading, latest: dt.datetime) -> str | None:
         return f"value {_show(value)} is outside {plausible}, the plausible range for {unit!r}"
     if reading.datetime > latest:
         return f"datetime {reading.datetime.isoformat()} is more than 24 h in the future"
+    if reading.datetime < EARLIEST:
+        return f"datetime {reading.datetime.isoformat()} is before {EARLIEST.date()} UTC"
     return None
 
 
@@ -46,7 +50,8 @@ def split_batch(batch: Batch, now: dt.datetime) -> tuple[list[Reading], list[Rej
     # the common case is one check per reading that passes; only failures pay for messages
     for reading in batch.readings:
         low, high = ranges.get(reading.message.unit, ANY_FINITE)
-        if not low <= reading.message.value <= high or reading.datetime > latest:
+        when = reading.datetime
+        if not low <= reading.message.value <= high or not EARLIEST <= when <= latest:
             break
     else:
         return batch.readings, []

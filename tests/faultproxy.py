@@ -1,14 +1,21 @@
 """A TCP fault proxy between agent and collector, for tests: it can lose acks and more.
 
-It runs its own asyncio loop in a thread so that synchronous tests can drive it.
+It runs its own asyncio loop in a thread so that synchronous tests can drive it. `fault`
+applies to every request; `inject(fault, n)` applies a fault to the next n requests only
+(a burst), after which `fault` applies again. Every request is counted by the fault it met
+and logged with its arrival time in `requests`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
+import random
 import threading
+import time
 from collections import Counter
+from dataclasses import dataclass
 
 from tests.harness import free_port
 
@@ -25,6 +32,27 @@ class Fault(enum.Enum):
     RESET = "reset"
     # forward the request, send back only the first bytes of the response
     TRUNCATE = "truncate"
+    # forward, but only after latency_s plus a random jitter of up to jitter_s
+    LATENCY = "latency"
+    # answer 500 / 503 without forwarding, with a Retry-After header if retry_after is set
+    HTTP_500 = "http_500"
+    HTTP_503 = "http_503"
+
+
+_STATUS_LINES = {
+    Fault.HTTP_500: b"500 Internal Server Error",
+    Fault.HTTP_503: b"503 Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the proxy saw it: when it arrived (monotonic), what it met, and the
+    client's port (one per connection)."""
+
+    at: float
+    fault: Fault
+    client_port: int
 
 
 class FaultProxy:
@@ -35,7 +63,13 @@ class FaultProxy:
         self.port = port or free_port()
         self.fault = Fault.PASS
         self.delay_s = 0.0
+        self.latency_s = 0.05
+        self.jitter_s = 0.05
+        self.retry_after: str | None = "1"
         self.counts: Counter[Fault] = Counter()
+        self.requests: list[Request] = []
+        self._burst: collections.deque[Fault] = collections.deque()
+        self._rng = random.Random(5)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
@@ -44,6 +78,16 @@ class FaultProxy:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
+
+    def inject(self, fault: Fault, n: int) -> None:
+        """Apply `fault` to the next n requests (after any burst already queued)."""
+        # deque appends and pops are atomic: safe from the test's thread
+        self._burst.extend([fault] * n)
+
+    @property
+    def burst_left(self) -> int:
+        """How many injected faults are still to be met."""
+        return len(self._burst)
 
     def __exit__(self, *exc: object) -> None:
         asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
@@ -85,10 +129,18 @@ class FaultProxy:
         up_writer: asyncio.StreamWriter,
     ) -> bool:
         request = await _read_http_message(reader)
-        fault = self.fault
+        fault = self._burst.popleft() if self._burst else self.fault
         self.counts[fault] += 1
+        peer = writer.get_extra_info("peername")
+        self.requests.append(Request(time.monotonic(), fault, int(peer[1]) if peer else 0))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if fault is Fault.LATENCY:
+            await asyncio.sleep(self.latency_s + self._rng.uniform(0, self.jitter_s))
+        if fault in _STATUS_LINES:
+            writer.write(self._error_response(fault))
+            await writer.drain()
+            return True
         if fault is Fault.BLACK_HOLE:
             await reader.read()
             return False
@@ -110,6 +162,17 @@ class FaultProxy:
         writer.write(response)
         await writer.drain()
         return True
+
+    def _error_response(self, fault: Fault) -> bytes:
+        body = b'{"error":"injected by the fault proxy"}'
+        head = [
+            b"HTTP/1.1 " + _STATUS_LINES[fault],
+            b"Content-Type: application/json",
+            b"Content-Length: %d" % len(body),
+        ]
+        if self.retry_after is not None:
+            head.append(b"Retry-After: " + self.retry_after.encode())
+        return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
 async def _read_http_message(reader: asyncio.StreamReader) -> bytes:
