@@ -339,7 +339,11 @@ async def autostart_action(request: web.Request) -> web.Response:
     enabled = body.get("enabled") if isinstance(body, dict) else None
     if not isinstance(enabled, bool):
         return _json({"error": "$.enabled: expected true or false"}, status=422)
-    await asyncio.to_thread(autostart.enable if enabled else autostart.disable)
+    try:
+        await asyncio.to_thread(autostart.enable if enabled else autostart.disable)
+    except OSError as err:
+        logger.error("cannot change start at login at %s: %s", autostart.location, err)
+        return _json({"error": f"cannot change {autostart.location}: {err}"}, status=409)
     logger.info("start at login %s from the dashboard", "enabled" if enabled else "disabled")
     return _json({"ok": True, "enabled": await asyncio.to_thread(autostart.is_enabled)})
 

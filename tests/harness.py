@@ -94,7 +94,8 @@ class Proc:
 def _spawn(args: list[str], workdir: Path, port: int, ready_url: str, name: str) -> Proc:
     workdir.mkdir(parents=True, exist_ok=True)
     log = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".out", dir=workdir)[1])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # a test that toggles start at login must never touch the developer's own ~/.config
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XDG_CONFIG_HOME": str(workdir / "xdg")}
     if "--no-tray" in args:
         env.pop("DISPLAY", None)
     with log.open("wb") as out:

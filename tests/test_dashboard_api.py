@@ -340,6 +340,25 @@ async def test_start_at_login_switch_with_the_hook(
     assert resp.status == 422
 
 
+async def test_an_unwritable_autostart_folder_is_a_clear_error(
+    aiohttp_client: AiohttpClient, config_path: Path, tmp_path: Path
+) -> None:
+    from agent.app import create_app
+    from agent.autostart import LinuxAutostart
+
+    blocked = tmp_path / "xdg"
+    blocked.write_text("a file where the config folder should be")
+    app = create_app(LiveConfig(load_config(config_path)))
+    app[AUTOSTART] = LinuxAutostart(["pulse-agent"], config_home=blocked)
+    client: Client = await aiohttp_client(app)
+    csrf = await unlock(client)
+    resp = await client.post(
+        "/api/actions/autostart", json={"enabled": True}, headers=change_headers(client, csrf)
+    )
+    assert resp.status == 409
+    assert str(blocked) in (await resp.json())["error"]
+
+
 # --- logs --------------------------------------------------------------------------------
 
 
