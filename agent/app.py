@@ -11,30 +11,28 @@ import aiohttp
 from aiohttp import web
 
 from agent import APP_NAME, __version__
-from agent.autostart import Autostart
 from agent.config import LiveConfig
 from agent.control import Control
-from agent.logs import file_problem
+from agent.dashboard import setup_dashboard
+from agent.keys import (
+    CONFIG,
+    CONTROL,
+    HUB,
+    LOG_FILES,
+    REQUEST_STOP,
+    SENDER,
+    SESSION,
+    SOURCE,
+    STORE,
+    WORKERS,
+)
 from agent.sender import Sender
 from agent.sensor import run_sensor
 from agent.sources import Source, create_source
 from agent.status import StatusHub
-from agent.store import Store, open_store
+from agent.store import open_store
 
 logger = logging.getLogger(__name__)
-
-CONFIG = web.AppKey("config", LiveConfig)
-HUB = web.AppKey("hub", StatusHub)
-STORE = web.AppKey("store", Store)
-SESSION = web.AppKey("session", aiohttp.ClientSession)
-SENDER = web.AppKey("sender", Sender)
-SOURCE = web.AppKey("source", Source)
-WORKERS: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("workers")
-# request_stop(None) is a clean quit; request_stop(reason) a fatal error (exit code 1)
-REQUEST_STOP: web.AppKey[Callable[[str | None], None]] = web.AppKey("request_stop")
-CONTROL = web.AppKey("control", Control)
-# start at login (enable/disable/is_enabled); set by main only where it can be offered
-AUTOSTART = web.AppKey("autostart", Autostart)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -47,9 +45,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
                 f"queue file was unusable ({store.quarantined.reason}); "
                 f"moved aside to {store.quarantined.moved_to}"
             )
-        logs_problem = file_problem(live.loaded.logs_dir)
-        if logs_problem:
-            problems.append(logs_problem)
+        log_files = app.get(LOG_FILES)
+        if log_files is not None and log_files.problem:
+            problems.append(log_files.problem)
         counts = await store.counts()
         app[HUB].update(
             pending=counts.pending,
@@ -118,9 +116,6 @@ def create_app(
     request_stop: Callable[[str | None], None] = _raise_stop,
 ) -> web.Application:
     """Build the agent: dashboard, then store → HTTP session → workers, unwound in reverse."""
-    # imported here because the dashboard imports this module's AppKeys
-    from agent.dashboard import setup_dashboard
-
     app = web.Application()
     app[CONFIG] = live
     app[HUB] = StatusHub()

@@ -16,8 +16,8 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from agent import APP_NAME, __version__
-from agent.app import AUTOSTART, CONFIG, CONTROL, HUB, SENDER, STORE
 from agent.config import Config, LoadedConfig, validate_dict
+from agent.keys import AUTOSTART, CONFIG, CONTROL, HUB, SENDER, STORE
 from agent.logs import log_file_name, set_level, tail
 from agent.resources import resource_path
 from agent.security import (

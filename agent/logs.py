@@ -26,13 +26,6 @@ Clock = Callable[[], float]
 
 # a log folder that failed is tried again after this long
 RETRY_S = 10.0
-# log folder -> why its files cannot be written; the agent shows it on its status
-_PROBLEMS: dict[Path, str] = {}
-
-
-def file_problem(directory: Path) -> str | None:
-    """Why log files cannot be written in `directory` right now, or None if they can."""
-    return _PROBLEMS.get(directory)
 
 
 def _console(text: str) -> None:
@@ -73,6 +66,8 @@ class HourlyFileHandler(logging.Handler):
         self._name: str | None = None
         self._fh: TextIO | None = None
         self._retry_at = 0.0
+        # why files cannot be written right now, or None; the agent shows it on its status
+        self.problem: str | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -97,8 +92,8 @@ class HourlyFileHandler(logging.Handler):
             assert self._fh is not None  # set by _open
             self._fh.write(msg + "\n")
             self._fh.flush()
-            if self.directory in _PROBLEMS:
-                _PROBLEMS.pop(self.directory)
+            if self.problem is not None:
+                self.problem = None
                 _console(f"log folder {self.directory} can be written again")
         except OSError as err:
             self._failed(err, record.created)
@@ -111,10 +106,9 @@ class HourlyFileHandler(logging.Handler):
             self._close_file()
         self._fh = None
         self._retry_at = now + RETRY_S
-        if self.directory not in _PROBLEMS:
-            problem = f"cannot write log files in {self.directory}: {err.strerror or err}"
-            _PROBLEMS[self.directory] = problem
-            _console(problem + "; logging to the console only until it can")
+        if self.problem is None:
+            self.problem = f"cannot write log files in {self.directory}: {err.strerror or err}"
+            _console(self.problem + "; logging to the console only until it can")
 
     def _open(self, name: str, when: dt.datetime) -> None:
         self._close_file()

@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from agent import APP_NAME, __version__
-from agent.app import AUTOSTART, CONTROL, create_app
+from agent.app import create_app
 from agent.autostart import Autostart, create_autostart, launch_command
 from agent.config import (
     ConfigError,
@@ -29,7 +29,8 @@ from agent.config import (
     load_config,
 )
 from agent.dashboard import unlock_url
-from agent.logs import open_logging
+from agent.keys import AUTOSTART, CONTROL, LOG_FILES
+from agent.logs import HourlyFileHandler, open_logging
 from agent.security import is_loopback
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ async def serve(
     live: LiveConfig,
     autostart: Autostart | None = None,
     on_ready: Callable[[web.Application], None] | None = None,
+    log_files: HourlyFileHandler | None = None,
 ) -> int:
     """Run the app and its dashboard until SIGTERM/SIGINT or a fatal worker error."""
     cfg = live.config.dashboard
@@ -170,6 +172,8 @@ async def serve(
         stop.set()
 
     app = create_app(live, request_stop=request_stop)
+    if log_files is not None:
+        app[LOG_FILES] = log_files
     if autostart is not None:
         app[AUTOSTART] = autostart
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
@@ -269,7 +273,9 @@ def _create_tray(autostart: Autostart) -> Tray | None:
         return None
 
 
-def run_with_tray(tray: Tray, live: LiveConfig, autostart: Autostart) -> int:
+def run_with_tray(
+    tray: Tray, live: LiveConfig, autostart: Autostart, log_files: HourlyFileHandler | None = None
+) -> int:
     """The tray on this (main) thread, asyncio in one other; returns the exit code."""
     exit_code = [1]
 
@@ -278,7 +284,7 @@ def run_with_tray(tray: Tray, live: LiveConfig, autostart: Autostart) -> int:
 
     def run_agent() -> None:
         try:
-            exit_code[0] = asyncio.run(serve(live, autostart, on_ready=attach))
+            exit_code[0] = asyncio.run(serve(live, autostart, on_ready=attach, log_files=log_files))
         except Exception:
             logger.exception("the agent stopped unexpectedly")
         finally:
@@ -307,7 +313,7 @@ def run_with_tray(tray: Tray, live: LiveConfig, autostart: Autostart) -> int:
 def run(loaded: LoadedConfig, why: str, tray: bool = False, explicit: bool = True) -> int:
     """Start logging, then the agent (with its tray icon if asked and possible)."""
     cfg = loaded.config.logs
-    with open_logging(loaded.logs_dir, "agent", cfg.level, cfg.keep_hours):
+    with open_logging(loaded.logs_dir, "agent", cfg.level, cfg.keep_hours) as log_files:
         logger.info("pulse-agent %s using config %s (%s)", __version__, loaded.path, why)
         autostart = open_autostart(loaded.path, explicit)
         _follow(autostart)
@@ -316,8 +322,8 @@ def run(loaded: LoadedConfig, why: str, tray: bool = False, explicit: bool = Tru
             logger.info("--no-tray: running headless")
         icon = _create_tray(autostart) if tray else None
         if icon is None:
-            return asyncio.run(serve(live, autostart))
-        return run_with_tray(icon, live, autostart)
+            return asyncio.run(serve(live, autostart, log_files=log_files))
+        return run_with_tray(icon, live, autostart, log_files)
 
 
 def _ensure_streams() -> None:

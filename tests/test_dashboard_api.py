@@ -20,10 +20,10 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
 from agent import __version__, wire
-from agent.app import AUTOSTART, CONFIG, HUB, STORE
 from agent.autostart import Autostart
 from agent.config import Config, LiveConfig, load_config
 from agent.dashboard import DASHBOARD, Recent, unlock_url
+from agent.keys import AUTOSTART, CONFIG, HUB, STORE
 from agent.logs import log_file_name
 from agent.main import serve
 from agent.settings_form import MASK, RESTART_KEYS, flatten, form_sections

@@ -9,8 +9,8 @@ import aiohttp
 import pytest
 from pytest_aiohttp import AiohttpClient
 
-from agent.app import HUB
 from agent.dashboard import DASHBOARD
+from agent.keys import HUB
 from agent.security import CSRF_HEADER, is_allowed_host, is_loopback
 from agent.status import State
 from tests.dashboard_client import (
