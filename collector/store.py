@@ -89,3 +89,12 @@ def summarize(rows: list[tuple[str, str, int, int, int, dt.datetime]]) -> list[D
             StreamSummary(stream, first_seq, last_seq, count, missing=last_seq - count)
         )
     return devices
+
+
+# per-stream aggregates for devices(); the same SQL on both backends
+DEVICES = """
+SELECT device_id, stream, MIN(seq), MAX(seq), COUNT(*), MAX(received_at)
+FROM readings
+GROUP BY device_id, stream
+ORDER BY device_id, stream
+"""

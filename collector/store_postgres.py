@@ -10,6 +10,7 @@ import asyncpg
 from agent.wire import Ack, Batch, Message
 from collector.checks import split_batch
 from collector.store import (
+    DEVICES,
     SCHEMA_VERSION,
     Clock,
     DeviceSummary,
@@ -48,13 +49,6 @@ FROM unnest($4::bigint[], $5::uuid[], $6::timestamptz[], $7::float8[], $8::text[
     WITH ORDINALITY AS r(seq, id, datetime, value, unit, n)
 ORDER BY r.n
 ON CONFLICT DO NOTHING
-"""
-
-DEVICES = """
-SELECT device_id, stream, MIN(seq), MAX(seq), COUNT(*), MAX(received_at)
-FROM readings
-GROUP BY device_id, stream
-ORDER BY device_id, stream
 """
 
 READINGS = """

@@ -14,6 +14,7 @@ import msgspec
 from agent.wire import Ack, Batch, Message, Reading
 from collector.checks import split_batch
 from collector.store import (
+    DEVICES,
     SCHEMA_VERSION,
     Clock,
     DeviceSummary,
@@ -46,13 +47,6 @@ INSERT = """
 INSERT INTO readings (device_id, stream, seq, id, datetime, value, unit, received_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
-"""
-
-DEVICES = """
-SELECT device_id, stream, MIN(seq), MAX(seq), COUNT(*), MAX(received_at)
-FROM readings
-GROUP BY device_id, stream
-ORDER BY device_id, stream
 """
 
 READINGS = """
