@@ -187,8 +187,11 @@ class Sender:
                 )
 
     async def _sleep(self, delay: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation
+        # that lands as the wake-up fires, and the worker would then never stop
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
         self._wake.clear()
 
     async def cycle(self) -> float:

@@ -161,6 +161,12 @@ def icon_class() -> type[Any]:
                 super()._stop()
                 self._stopped = True
 
+            def __del__(self) -> None:
+                # collected after the X server went away (logout, a test's Xvfb), closing the
+                # display raises; there is nothing left to undo
+                with contextlib.suppress(Exception):
+                    super().__del__()
+
             def _mainloop(self) -> None:
                 try:
                     super()._mainloop()

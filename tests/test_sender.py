@@ -574,3 +574,18 @@ async def test_encode_batch_decodes_with_the_wire_contract(tmp_path: Path) -> No
     assert [r.seq for r in decoded.readings] == [1, 2, 3, 4]
     assert [r.message.value for r in decoded.readings] == [60, 61, 62, 63]
     assert decoded.readings[0].datetime == T0
+
+
+@pytest.mark.parametrize("ticks", range(6))
+async def test_a_cancel_that_lands_with_a_wake_up_still_stops_the_loop(
+    rig: Rig, ticks: int
+) -> None:
+    task = asyncio.create_task(rig.sender.run())
+    await asyncio.sleep(0.05)  # let it reach its wait
+    rig.sender.pause()  # wakes the loop...
+    for _ in range(ticks):  # ...and the shutdown lands a few loop steps later
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await task
