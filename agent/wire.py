@@ -12,7 +12,6 @@ from typing import Annotated
 import msgspec
 import uuid_utils
 
-WIRE_VERSION = 1
 MAX_BATCH_READINGS = 10_000
 DEVICE_ID_MAX = 128
 STREAM_MAX = 64

@@ -49,6 +49,12 @@ def assert_exactly_once(collector: Proc, agent_dir: Path) -> list[dict[str, Any]
     return readings
 
 
+def wait_delivering_again(agent: Proc, timeout: float = 20.0) -> None:
+    """Wait until the agent sends again and its backlog is below one batch."""
+    wait_until(lambda: agent_status(agent)["state"] in {"sending", "catching_up"}, timeout)
+    wait_until(lambda: agent_status(agent)["pending"] < 10, timeout)
+
+
 def delivered_count(collector: Proc) -> int:
     return len(collector_readings(collector, DEVICE))
 
@@ -90,8 +96,7 @@ def test_outage_then_everything_arrives_exactly_once(tmp_path: Path) -> None:
         wait_until(lambda: agent_status(agent)["state"] == "offline")
         wait_until(lambda: agent_status(agent)["pending"] >= 30)
         collector = start_collector(tmp_path / "collector", port)
-        wait_until(lambda: agent_status(agent)["state"] in {"sending", "catching_up"}, 30)
-        wait_until(lambda: agent_status(agent)["pending"] < 10)
+        wait_delivering_again(agent, timeout=30)
     finally:
         assert agent.stop() == 0
     try:
@@ -135,8 +140,7 @@ def test_lost_ack_stores_no_duplicate(tmp_path: Path) -> None:
             wait_until(lambda: proxy.counts[Fault.LOSE_ACK] >= 3)
             assert delivered_count(collector) > before
             proxy.fault = Fault.PASS
-            wait_until(lambda: agent_status(agent)["state"] in {"sending", "catching_up"})
-            wait_until(lambda: agent_status(agent)["pending"] < 10)
+            wait_delivering_again(agent)
         finally:
             assert agent.stop() == 0
     try:
