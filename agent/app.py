@@ -39,12 +39,11 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     live = app[CONFIG]
     async with open_store(live.loaded.storage_path, live.config.storage.max_pending) as store:
         app[STORE] = store
+        # the counter source exists to check identity: keep the ledger of what committed
+        store.keep_ledger = live.config.sensor.kind == "counter"
         problems = []
         if store.quarantined:
-            problems.append(
-                f"queue file was unusable ({store.quarantined.reason}); "
-                f"moved aside to {store.quarantined.moved_to}"
-            )
+            problems.append(store.quarantined.describe())
         log_files = app.get(LOG_FILES)
         if log_files is not None and log_files.problem:
             problems.append(log_files.problem)

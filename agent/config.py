@@ -43,7 +43,7 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class SensorConfig(_Section):
     """Which sensor to read, and how often."""
 
-    kind: Literal["fake_heart_rate"] = "fake_heart_rate"
+    kind: Literal["fake_heart_rate", "counter"] = "fake_heart_rate"
     interval_s: PositiveSeconds = 3.0
     seed: int | None = None
 

@@ -53,6 +53,8 @@ ACTIONS = ("send-now", "pause", "resume", "retry-dead")
 WS_HEARTBEAT_S = 20.0
 # how long closing waits for the browser's answer; shutdown closes every socket at once
 WS_CLOSE_TIMEOUT_S = 2.0
+# PUT /api/config?confirm_drop=true: the user agreed to lose what a lower queue cap drops
+CONFIRM_DROP_PARAM = "confirm_drop"
 
 
 class Recent:
@@ -127,14 +129,17 @@ def _json(data: object, status: int = 200) -> web.Response:
     )
 
 
+def _bad_request(error: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=msgspec.json.encode({"error": error}).decode(), content_type="application/json"
+    )
+
+
 async def _json_body(request: web.Request) -> Any:
     try:
         return await request.json()
     except ValueError as err:
-        raise web.HTTPBadRequest(
-            text=msgspec.json.encode({"error": f"body is not JSON: {err}"}).decode(),
-            content_type="application/json",
-        ) from err
+        raise _bad_request(f"body is not JSON: {err}") from err
 
 
 def info(app: web.Application) -> dict[str, Any]:
@@ -146,7 +151,10 @@ def info(app: web.Application) -> dict[str, Any]:
         "app": APP_NAME,
         "version": __version__,
         "server_url": cfg.server.url,
-        "device_id": cfg.effective_device_id,
+        # the id resolved once and kept in the queue file, not today's host name
+        "device_id": app[STORE].device_for(cfg.device_id)
+        if STORE in app
+        else cfg.effective_device_id,
         "config_path": str(live.loaded.path),
         "queue_file": str(dash.running.storage_path),
         "data_dir": str(dash.running.storage_path.parent),
@@ -274,8 +282,53 @@ def _apply_live(app: web.Application, old: Config, new: Config) -> None:
         app[SENDER].send_now()
 
 
+def _is_drop_confirmed(request: web.Request) -> bool:
+    """True for ?confirm_drop=true, False without it; any other value is a 400."""
+    values = request.query.getall(CONFIRM_DROP_PARAM, [])
+    if not values:
+        return False
+    if values == ["true"]:
+        return True
+    got = msgspec.json.encode(values[0] if len(values) == 1 else values).decode()
+    raise _bad_request(f'?{CONFIRM_DROP_PARAM}: expected "true", got {got}')
+
+
+def _would_drop(pending: int, old: Config, new: Config) -> int:
+    """How many queued readings a lower storage.max_pending would drop at the next reading."""
+    cap = new.storage.max_pending
+    # an unchanged or raised cap drops nothing it would not have dropped anyway
+    if cap >= old.storage.max_pending:
+        return 0
+    return max(0, pending - cap)
+
+
+def _refusal(
+    app: web.Application, old: Config, new: Config, confirmed: bool
+) -> web.Response | None:
+    """The answer for a valid config that must not be saved as asked, or None to save it."""
+    if not is_loopback(new.dashboard.host) and not new.dashboard.password:
+        # the agent would refuse to start with this; say so now, not at the next start
+        problem = "a network address needs a dashboard password (set dashboard.password)"
+        return _json({"errors": {"dashboard.host": problem}, "general": []}, status=422)
+    drop = _would_drop(app[STORE].pending, old, new)
+    if drop and not confirmed:
+        # losing queued readings is the one edit that cannot be undone: the user must agree
+        problem = (
+            f"lowering the cap to {new.storage.max_pending} would drop the {drop} oldest "
+            f"queued reading{'' if drop == 1 else 's'}; confirm to drop them"
+        )
+        body = {"errors": {"storage.max_pending": problem}, "general": [], "would_drop": drop}
+        return _json(body, status=409)
+    return None
+
+
 async def put_config(request: web.Request) -> web.Response:
-    """Validate with the config model, save atomically, and apply what can be applied live."""
+    """Validate with the config model, save atomically, and apply what can be applied live.
+
+    A storage.max_pending below the queued count is refused with 409 and `would_drop`
+    unless the request carries ?confirm_drop=true.
+    """
+    confirmed = _is_drop_confirmed(request)
     body = await _json_body(request)
     if not isinstance(body, dict):
         return _json({"errors": {}, "general": ["$: expected an object"]}, status=422)
@@ -288,18 +341,25 @@ async def put_config(request: web.Request) -> web.Response:
         if new is None:
             by_field, general = field_errors(errors)
             return _json({"errors": by_field, "general": general}, status=422)
-        if not is_loopback(new.dashboard.host) and not new.dashboard.password:
-            # the agent would refuse to start with this; say so now, not at the next start
-            problem = "a network address needs a dashboard password (set dashboard.password)"
-            return _json({"errors": {"dashboard.host": problem}, "general": []}, status=422)
+        refusal = _refusal(app, old, new, confirmed)
+        if refusal is not None:
+            return refusal
         changed = changed_keys(old, new)
         if changed:
+            drop = _would_drop(app[STORE].pending, old, new)
             try:
                 await asyncio.to_thread(live.replace, new)
             except OSError as err:
                 logger.error("cannot save the settings to %s: %s", live.loaded.path, err)
                 return _json({"error": f"cannot save {live.loaded.path}: {err}"}, status=500)
             _apply_live(app, old, new)
+            if drop:
+                logger.warning(
+                    "queue limit lowered to %d with confirmation: the %d oldest queued "
+                    "readings are dropped",
+                    new.storage.max_pending,
+                    drop,
+                )
             logger.info("settings saved from the dashboard: %s", ", ".join(changed))
             app[HUB].publish("config", info=info(app))
     return _json(

@@ -100,11 +100,11 @@ def backoff_delay(attempt: int, max_backoff: float, rng: random.Random) -> float
     return min(max_backoff, max(BACKOFF_FLOOR_S, rng.uniform(0, ceiling)))
 
 
-def encode_batch(device_id: str, stream: str, batch: QueuedBatch) -> bytes:
+def encode_batch(device_id: str, batch: QueuedBatch) -> bytes:
     """The POST body; the readings are already wire JSON, straight from SQLite."""
     head = b'{"device_id":%s,"stream":%s,"readings":[' % (
-        wire.encode(device_id),
-        wire.encode(stream),
+        wire.encode(batch.device_id or device_id),
+        wire.encode(batch.stream),
     )
     return head + ",".join(batch.readings_json).encode() + b"]}"
 
@@ -200,14 +200,18 @@ class Sender:
         Returns how long to wait before the next cycle.
         """
         cfg = self._get_config().sender
+        if self._store.salvage_pending:
+            delay = await self._send_salvaged()
+            if delay is not None:
+                return delay
         window: collections.deque[tuple[QueuedBatch, asyncio.Task[Outcome]]] = collections.deque()
         size = self._limit(cfg.batch_size)  # the first batch: whatever is there, up to this
         last_seq = 0
         more = True
         acking: asyncio.Task[None] | None = None
         try:
-            while True:
-                while more and len(window) < self._in_flight:
+            while not self.paused:
+                while more and len(window) < self._in_flight and not self.paused:
                     # later batches fly while the collector commits the earlier ones
                     nxt = await self._store.oldest(size, last_seq)
                     if nxt is None or (last_seq and len(nxt) < cfg.batch_size):
@@ -223,6 +227,11 @@ class Sender:
                 if acking is not None:
                     await acking  # acks commit in order, each while later batches fly
                     acking = None
+                if outcome.verdict is Verdict.REJECTED and not self.paused:
+                    # batches behind this one were read past it: drop them, re-read after
+                    outcome = await self._bisect(batch, outcome)
+                    if outcome.verdict is Verdict.ACKED:
+                        return 0.0
                 if outcome.verdict is not Verdict.ACKED:
                     return self._on_failure(outcome, len(batch))
                 assert outcome.ack is not None  # ACKED always carries it
@@ -235,6 +244,54 @@ class Sender:
             if acking is not None:
                 await acking
         return self._finish_cycle(cfg.interval_s)
+
+    async def _send_salvaged(self) -> float | None:
+        """Send the readings recovered from a damaged queue file, one batch at a time.
+
+        Returns the delay after a failure, or None once they are all delivered.
+        """
+        size = self._get_config().sender.catchup_batch_size
+        while not self.paused and (batch := await self._store.oldest_salvaged(size)):
+            outcome = await self.post(batch)
+            if outcome.verdict is Verdict.REJECTED:
+                outcome = await self._bisect(batch, outcome)
+            if outcome.verdict is not Verdict.ACKED:
+                return self._on_failure(outcome, len(batch))
+            if outcome.ack is not None:
+                await self._on_success(batch, outcome.ack)
+        return None
+
+    async def _bisect(self, batch: QueuedBatch, refused: Outcome) -> Outcome:
+        """Find the readings the collector refuses in a batch it refused whole.
+
+        Halves are sent until each refused reading stands alone; those become dead letters
+        with the server's reason, the rest are delivered. If no reading of the batch is
+        accepted, the refusal is about the request (address, device id), not a reading:
+        everything stays queued. Returns ACKED when the batch is resolved, or the verdict
+        that stopped the search (offline, retry...), with the batch kept.
+        """
+        parts = [batch]
+        refusals: list[tuple[QueuedBatch, str]] = []
+        accepted = False
+        while parts:
+            part = parts.pop(0)
+            outcome = refused if part is batch else await self.post(part)
+            if outcome.verdict is Verdict.ACKED:
+                assert outcome.ack is not None
+                await self._on_success(part, outcome.ack)
+                accepted = True
+            elif outcome.verdict is Verdict.REJECTED and len(part) > 1:
+                parts[:0] = part.split()
+            elif outcome.verdict is Verdict.REJECTED:
+                refusals.append((part, outcome.reason))
+            else:
+                return outcome
+        if not accepted:
+            return refused
+        for single, reason in refusals:
+            rejection = wire.Rejection(id=single.ids[0], error=f"refused alone: {reason}")
+            await self._on_success(single, wire.Ack(accepted=0, duplicates=0, rejected=[rejection]))
+        return Outcome(Verdict.ACKED, ack=wire.Ack(accepted=0, duplicates=0))
 
     def _finish_cycle(self, interval: float) -> float:
         self._end_catchup()
@@ -253,7 +310,7 @@ class Sender:
     async def post(self, batch: QueuedBatch) -> Outcome:
         """POST one batch and classify the answer."""
         cfg = self._get_config()
-        body = encode_batch(cfg.effective_device_id, self._store.stream_id, batch)
+        body = encode_batch(self._store.device_for(cfg.device_id), batch)
         headers = {"Content-Type": "application/json"}
         if cfg.server.token:
             headers["Authorization"] = f"Bearer {cfg.server.token}"

@@ -10,7 +10,7 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
-from agent.sources import Source
+from agent.sources import Source, StatefulSource
 from agent.status import StatusHub
 from agent.store import Store
 
@@ -18,6 +18,32 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+# a source stuck on NaN would log at every tick; once a minute is enough
+INVALID_LOG_EVERY_S = 60.0
+
+
+class InvalidValues:
+    """Counts values that cannot be sent (NaN, ±Inf) and logs them at most once a minute."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._logged_at: float | None = None
+        self._unlogged = 0
+
+    def note(self, value: float, unit: str) -> None:
+        """One refused value: log it now, or count it for the next log line."""
+        self._unlogged += 1
+        now = self._clock()
+        if self._logged_at is None or now - self._logged_at >= INVALID_LOG_EVERY_S:
+            logger.error(
+                "sensor gave %r %s, which cannot be sent; not stored (%d such values since "
+                "the last report)",
+                value,
+                unit,
+                self._unlogged,
+            )
+            self._logged_at = now
+            self._unlogged = 0
 
 
 def next_deadline(previous: float, interval: float, now: float) -> float:
@@ -30,11 +56,23 @@ def next_deadline(previous: float, interval: float, now: float) -> float:
     return deadline
 
 
-async def record(source: Source, store: Store, hub: StatusHub) -> None:
-    """Read once, store durably, then tell the subscribers."""
+async def record(
+    source: Source, store: Store, hub: StatusHub, invalid: InvalidValues | None = None
+) -> None:
+    """Read once, store durably, then tell the subscribers.
+
+    A value that is not a finite number is refused here, counted and logged: it could
+    never be sent, and one such reading would block the queue.
+    """
     sample = await source.read()
+    if not math.isfinite(sample.value):
+        (invalid or InvalidValues()).note(sample.value, sample.unit)
+        hub.update(invalid_total=hub.status.invalid_total + 1)
+        return
     when = dt.datetime.now(dt.UTC)
-    result = await store.add(when, sample.value, sample.unit)
+    result = await store.add(when, sample.value, sample.unit, sample.state)
+    if isinstance(source, StatefulSource):
+        source.restore(sample.state)
     reading = {
         "seq": result.seq,
         "datetime": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -58,13 +96,16 @@ async def run_sensor(
     sleep: Sleep = asyncio.sleep,
 ) -> None:
     """Read `source` every interval() seconds on the monotonic clock, without drift."""
+    if isinstance(source, StatefulSource):
+        source.restore(store.source_state)
+    invalid = InvalidValues(clock)
     failing = False
     # what status.storage_problem said before the disk failed us, to restore afterwards
     problem_before: str | None = None
     deadline = clock()
     while True:
         try:
-            await record(source, store, hub)
+            await record(source, store, hub, invalid)
             if failing:
                 logger.info("sensor readings stored again")
                 hub.update(storage_problem=problem_before)

@@ -44,7 +44,10 @@ HELP: dict[str, tuple[str, str]] = {
         "Device ID",
         "The name the server files readings under. Leave empty to use pulse-<computer name>.",
     ),
-    "sensor.kind": ("Sensor kind", "The sensor to read. Only the built-in fake heart rate."),
+    "sensor.kind": (
+        "Sensor kind",
+        "The sensor to read: the fake heart rate, or a counter (1, 2, 3…) for checks.",
+    ),
     "sensor.interval_s": ("Reading interval (s)", "Seconds between two readings."),
     "sensor.seed": (
         "Random seed",

@@ -39,6 +39,8 @@ class Status:
     sent_total: int = 0
     dropped_total: int = 0
     dead_total: int = 0
+    # values a source gave that cannot be sent (NaN, ±Inf): refused, never stored
+    invalid_total: int = 0
     last_send_at: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None

@@ -234,6 +234,116 @@ async def test_log_level_and_queue_limit_apply_live(client: Client) -> None:
     assert app_of(client)[STORE].max_pending == 77
 
 
+@pytest.fixture
+async def quiet_client(aiohttp_client: AiohttpClient, tmp_path: Path) -> Client:
+    """An agent whose sensor reads once, then waits an hour; its server is unreachable,
+    so pending only moves when the test adds readings."""
+    client = await start(aiohttp_client, write_config(tmp_path, sensor={"interval_s": 3600.0}))
+    store = app_of(client)[STORE]
+    await wait_for(lambda: store.pending >= 1)
+    return client
+
+
+async def add_readings(client: Client, n: int) -> None:
+    """Queue n more readings, as the sensor would."""
+    now = dt.datetime.now(dt.UTC)
+    await app_of(client)[STORE].add_many([(now, 70.0, "bpm")] * n)
+
+
+async def put_config_confirmed(
+    client: Client, body: dict[str, Any], confirm: str
+) -> aiohttp.ClientResponse:
+    csrf = await unlock(client)
+    return await client.put(
+        "/api/config",
+        json=body,
+        params={"confirm_drop": confirm},
+        headers=change_headers(client, csrf),
+    )
+
+
+async def test_lowering_the_cap_below_pending_drops_nothing_until_confirmed(
+    quiet_client: Client, tmp_path: Path
+) -> None:
+    client, config_path = quiet_client, tmp_path / "config.json"
+    app = app_of(client)
+    store = app[STORE]
+    await add_readings(client, 50)
+    pending = store.pending
+    assert pending > 20
+    before = await read_bytes(config_path)
+    resp = await put_config(client, {"storage": {"max_pending": 20}})
+    assert resp.status == 409
+    assert await resp.json() == {
+        "errors": {
+            "storage.max_pending": f"lowering the cap to 20 would drop the {pending - 20} "
+            "oldest queued readings; confirm to drop them"
+        },
+        "general": [],
+        "would_drop": pending - 20,
+    }
+    assert await read_bytes(config_path) == before
+    assert store.max_pending == 1_000_000
+    assert app[CONFIG].config.storage.max_pending == 1_000_000
+    # the refused cap is not in force: the next reading drops nothing
+    dropped = (await store.counts()).dropped
+    await add_readings(client, 1)
+    assert store.pending == pending + 1
+    assert (await store.counts()).dropped == dropped
+
+    resp = await put_config_confirmed(client, {"storage": {"max_pending": 20}}, "true")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["changed"] == ["storage.max_pending"]
+    assert body["applied_live"] == ["storage.max_pending"]
+    assert load_config(config_path).config.storage.max_pending == 20
+    assert store.max_pending == 20
+    await add_readings(client, 1)
+    assert store.pending == 20
+    assert (await store.counts()).dropped == dropped + pending + 2 - 20
+
+
+async def test_a_bad_confirm_drop_is_refused_and_changes_nothing(
+    quiet_client: Client, tmp_path: Path
+) -> None:
+    client, config_path = quiet_client, tmp_path / "config.json"
+    store = app_of(client)[STORE]
+    await add_readings(client, 10)
+    before = await read_bytes(config_path)
+    for value in ("yes", "false", "1", "True", ""):
+        resp = await put_config_confirmed(client, {"storage": {"max_pending": 2}}, value)
+        assert resp.status == 400, value
+        error = (await resp.json())["error"]
+        assert error == f'?confirm_drop: expected "true", got "{value}"'
+        assert await read_bytes(config_path) == before
+        assert store.max_pending == 1_000_000
+    # a bad value is refused even where no confirmation is needed
+    resp = await put_config_confirmed(client, {"sender": {"batch_size": 11}}, "no")
+    assert resp.status == 400
+    assert await read_bytes(config_path) == before
+
+
+async def test_a_cap_still_at_or_above_pending_needs_no_confirmation(
+    quiet_client: Client, tmp_path: Path
+) -> None:
+    client = quiet_client
+    store = app_of(client)[STORE]
+    await add_readings(client, 30)
+    pending = store.pending
+    resp = await put_config(client, {"storage": {"max_pending": pending}})
+    assert resp.status == 200
+    assert store.max_pending == pending
+    resp = await put_config(client, {"storage": {"max_pending": pending + 100}})
+    assert resp.status == 200
+    assert store.max_pending == pending + 100
+    # confirming when nothing would be dropped is harmless
+    resp = await put_config_confirmed(client, {"storage": {"max_pending": pending}}, "true")
+    assert resp.status == 200
+    await add_readings(client, 1)
+    assert store.pending == pending
+    assert load_config(tmp_path / "config.json").config.storage.max_pending == pending
+
+
 async def test_an_unchanged_save_writes_nothing(client: Client, config_path: Path) -> None:
     before = (await asyncio.to_thread(config_path.stat)).st_mtime_ns
     original = await read_bytes(config_path)

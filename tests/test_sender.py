@@ -367,16 +367,72 @@ async def test_auth_failure_is_unauthorized(rig: Rig, status: int) -> None:
     assert rig.store.pending == 2
 
 
-async def test_a_400_is_rejected_and_nothing_is_deleted_or_dead(rig: Rig) -> None:
+async def test_a_4xx_for_every_reading_keeps_everything_queued(rig: Rig) -> None:
     await fill(rig.store, 3)
-    rig.collector.replies = [error(400, "schema mismatch")]
+    rig.collector.replies = [error(404, "no such path")] * 10
     await rig.sender.cycle()
     assert rig.hub.status.state is State.REJECTED
-    assert rig.hub.status.detail == "HTTP 400: schema mismatch"
+    assert rig.hub.status.detail == "HTTP 404: no such path"
+    # bisected down to single readings, none accepted: the request is at fault, not a reading
+    assert rig.collector.sizes == [3, 2, 1, 1, 1]
     assert rig.store.pending == 3
     counts = await rig.store.counts()
     assert (counts.sent, counts.dead) == (0, 0)
     assert await rig.store.dead_letters() == []
+
+
+def refuse_seqs(poison: set[int]) -> Reply:
+    """422 for any batch holding one of the poison seqs, the ack otherwise."""
+
+    def reply(batch: wire.Batch) -> web.Response:
+        bad = [r.seq for r in batch.readings if r.seq in poison]
+        if bad:
+            return web.json_response({"error": f"cannot store seq {bad[0]}"}, status=422)
+        return ack_all(batch)
+
+    return reply
+
+
+async def test_a_poison_reading_is_bisected_out_and_the_rest_delivered(rig: Rig) -> None:
+    await fill(rig.store, 10)
+    rig.collector.replies = [refuse_seqs({4, 9})] * 40
+    rig.configure(batch_size=10)
+    await rig.sender.cycle()
+    dead = await rig.store.dead_letters()
+    assert [d["seq"] for d in dead] == [4, 9]
+    assert all("cannot store seq" in str(d["error"]) for d in dead)
+    assert rig.store.pending == 0
+    counts = await rig.store.counts()
+    assert (counts.sent, counts.dead) == (8, 2)
+    acked = [
+        r.seq
+        for got in rig.collector.received
+        if not {r.seq for r in got.batch.readings} & {4, 9}
+        for r in got.batch.readings
+    ]
+    assert sorted(acked) == [1, 2, 3, 5, 6, 7, 8, 10]
+
+
+async def test_pause_stops_a_catch_up_within_one_batch(rig: Rig) -> None:
+    await fill(rig.store, 500)
+    rig.configure(batch_size=5, catchup_batch_size=20)
+    gate = asyncio.Event()
+    paused_after: list[int] = []
+
+    def pause_on_third(batch: wire.Batch) -> web.Response:
+        if len(rig.collector.received) == 3:
+            rig.sender.pause()
+            paused_after.append(len(rig.collector.received))
+        gate.set()
+        return ack_all(batch)
+
+    rig.collector.replies = [pause_on_third] * 100
+    await rig.sender.cycle()
+    assert paused_after == [3]
+    # the batch in flight when pause came may still land; nothing after it is sent
+    assert len(rig.collector.received) <= 4
+    assert rig.store.pending >= 500 - 5 - 20 * 3
+    assert rig.hub.status.state is State.PAUSED
 
 
 async def test_a_413_halves_the_batch_on_the_retry(rig: Rig) -> None:
@@ -567,7 +623,7 @@ async def test_encode_batch_decodes_with_the_wire_contract(tmp_path: Path) -> No
         await fill(store, 4)
         batch = await store.oldest(10)
         assert batch is not None
-        body = encode_batch('odd"device\\\u00e9', store.stream_id, batch)
+        body = encode_batch('odd"device\\\u00e9', batch)
         decoded = wire.decode_batch(body)
     assert decoded.device_id == 'odd"device\\\u00e9'
     assert decoded.stream == store.stream_id

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from agent import wire
 from agent.sensor import next_deadline, run_sensor
-from agent.sources import Sample, SourceError
+from agent.sources import Counter, Sample, SourceError
 from agent.status import Event, StatusHub
 from agent.store import Store, open_store
 
@@ -204,3 +206,73 @@ async def test_the_stored_readings_are_valid_wire_readings(store: Store) -> None
     )
     decoded = wire.decode_batch(body)
     assert [r.message.value for r in decoded.readings] == [60, 61]
+
+
+class Values:
+    """A source that returns the given values in turn."""
+
+    def __init__(self, values: list[float]) -> None:
+        self.values = list(values)
+
+    async def read(self) -> Sample:
+        return Sample(self.values.pop(0), "bpm")
+
+
+async def test_non_finite_values_are_refused_counted_and_logged(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    source = Values([70, math.nan, math.inf, -math.inf, 71])
+    hub = StatusHub()
+    with pytest.raises(StopLoop):
+        await run_sensor(source, store, hub, lambda: 1.0, clock=clock, sleep=FakeSleep(clock, 5))
+    assert await stored_values(store) == [70, 71]
+    assert hub.status.invalid_total == 3
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    # logged once, not once per value: the next report comes a minute later
+    assert len(errors) == 1
+    assert "nan" in errors[0].getMessage()
+
+
+async def test_the_counter_continues_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "queue.db"
+    for run in range(2):
+        async with open_store(path, 1000) as store:
+            clock = FakeClock()
+            with pytest.raises(StopLoop):
+                await run_sensor(
+                    Counter(),
+                    store,
+                    StatusHub(),
+                    lambda: 1.0,
+                    clock=clock,
+                    sleep=FakeSleep(clock, 3),
+                )
+            assert await stored_values(store) == list(range(1, 4 + 3 * run))
+    async with open_store(path, 1000) as store:
+        assert await stored_values(store) == [1, 2, 3, 4, 5, 6]
+        assert store.source_state == "6"
+
+
+async def test_the_counter_does_not_advance_when_a_commit_fails(store: Store) -> None:
+    counter = Counter()
+    hub = StatusHub()
+    real = store._db.commit
+    calls = 0
+
+    async def fail_second() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise sqlite3.OperationalError("database or disk is full")
+        await real()
+
+    store._db.commit = fail_second  # type: ignore[method-assign]
+    clock = FakeClock()
+    with pytest.raises(StopLoop):
+        await run_sensor(counter, store, hub, lambda: 1.0, clock=clock, sleep=FakeSleep(clock, 4))
+    # the failed commit took its value with it: the stored values stay 1..N without a gap
+    assert await stored_values(store) == [1, 2, 3]
+    batch = await store.oldest(10)
+    assert batch is not None
+    assert batch.seqs == [1, 2, 3]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
+import math
+import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +16,7 @@ import msgspec
 import pytest
 
 from agent import wire
-from agent.store import SCHEMA_VERSION, QueuedBatch, Store, open_store
+from agent.store import SCHEMA_VERSION, QueuedBatch, Store, beside_newer, open_store
 
 T0 = dt.datetime(2026, 11, 26, 23, 0, tzinfo=dt.UTC)
 
@@ -77,7 +81,7 @@ async def test_open_creates_a_wal_file_with_the_schema_version(db_path: Path) ->
     assert file_size(db_path) > 0
     assert pragma(db_path, "journal_mode") == "wal"
     assert pragma(db_path, "auto_vacuum") == 2  # INCREMENTAL
-    assert pragma(db_path, "user_version") == SCHEMA_VERSION == 1
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION == 2
 
 
 async def test_stream_id_persists_and_differs_for_a_new_file(tmp_path: Path) -> None:
@@ -362,20 +366,32 @@ async def test_a_garbage_file_is_moved_aside(db_path: Path) -> None:
     assert pragma(db_path, "user_version") == SCHEMA_VERSION
 
 
-async def test_a_newer_schema_is_moved_aside_as_unsupported(db_path: Path) -> None:
+async def test_a_newer_schema_is_left_untouched_and_a_new_file_used_beside_it(
+    db_path: Path,
+) -> None:
     db_path.parent.mkdir(parents=True)
     con = sqlite3.connect(db_path)
     con.execute("CREATE TABLE future (x)")
+    con.execute("INSERT INTO future VALUES (1)")
     con.execute("PRAGMA user_version=99")
     con.commit()
     con.close()
-    async with open_store(db_path, 10) as store:
-        assert store.quarantined is not None
-        assert store.quarantined.moved_to.name.startswith("queue.db.unsupported-")
-        assert "99" in store.quarantined.reason
-        assert store.pending == 0
-    assert pragma(store.quarantined.moved_to, "user_version") == 99
-    assert pragma(db_path, "user_version") == SCHEMA_VERSION
+    before = await asyncio.to_thread(db_path.read_bytes)
+    mtime = (await asyncio.to_thread(db_path.stat)).st_mtime_ns
+    for run in range(2):
+        async with open_store(db_path, 10) as store:
+            assert store.quarantined is not None
+            assert store.quarantined.kept
+            assert store.quarantined.moved_to == db_path
+            assert "newer" in store.quarantined.describe()
+            assert "99" in store.quarantined.reason
+            assert store.path == beside_newer(db_path)
+            assert store.pending == run
+            await store.add(at(run), 70, "bpm")
+    assert await asyncio.to_thread(db_path.read_bytes) == before
+    assert (await asyncio.to_thread(db_path.stat)).st_mtime_ns == mtime
+    assert sorted(p.name for p in db_path.parent.iterdir()) == ["queue.db", "queue.v2.db"]
+    assert pragma(beside_newer(db_path), "user_version") == SCHEMA_VERSION
 
 
 async def test_a_good_file_is_not_moved(db_path: Path) -> None:
@@ -395,3 +411,181 @@ async def test_pending_is_counted_from_the_file_at_open(db_path: Path) -> None:
         batch = await store.oldest(100)
         assert batch is not None
         assert [json.loads(r)["seq"] for r in batch.readings_json] == list(range(1, 8))
+
+
+# committed rows only, acks by (seq, id), cancellation
+
+
+class DiskFullOnCommit:
+    """Wraps the connection's commit: waits for a gate, then fails as a full disk would."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.inside = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.real = store._db.commit
+
+    async def commit(self) -> None:
+        self.inside.set()
+        await self.gate.wait()
+        self.store._db.commit = self.real  # type: ignore[method-assign]
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+async def test_the_sender_never_sees_a_row_whose_commit_fails(store: Store) -> None:
+    full = DiskFullOnCommit(store)
+    store._db.commit = full.commit  # type: ignore[method-assign]
+    adding = asyncio.create_task(store.add(at(0), 70, "bpm"))
+    await full.inside.wait()  # the INSERT ran; its COMMIT is pending
+    reading = asyncio.create_task(store.oldest(10))
+    await asyncio.sleep(0.05)
+    full.gate.set()
+    with pytest.raises(sqlite3.OperationalError):
+        await adding
+    assert await reading is None  # never the row that did not commit
+    real = await store.add(at(1), 71, "bpm")
+    assert real.seq == 1  # AUTOINCREMENT rolled back with the failed commit
+    batch = await store.oldest(10)
+    assert batch is not None
+    assert batch.ids == [real.id]
+
+
+async def test_an_ack_deletes_by_seq_and_id_never_by_seq_alone(store: Store) -> None:
+    real = await store.add(at(0), 70, "bpm")
+    phantom = QueuedBatch([real.seq], [str(wire.new_reading_id())], ["{}"], store.stream_id)
+    assert await store.ack(phantom) == 0
+    assert store.pending == 1
+    assert await all_seqs(store) == [real.seq]
+    batch = await store.oldest(10)
+    assert batch is not None
+    assert await store.ack(batch) == 1
+    assert store.pending == 0
+
+
+@pytest.mark.parametrize("ticks", range(8))
+async def test_a_cancel_at_any_point_of_a_write_never_wedges_the_connection(
+    store: Store, ticks: int
+) -> None:
+    await fill(store, 3)
+    for _ in range(5):
+        task = asyncio.create_task(store.add(at(9), 72, "bpm"))
+        for _ in range(ticks):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    # every write after the cancels still works, and nothing is left half-done
+    await fill(store, 2)
+    batch = await store.oldest(100)
+    assert batch is not None
+    assert await store.ack(batch) == len(batch)
+    assert store.pending == 0
+    assert not store._db.in_transaction
+    (count,) = await store._fetchone("SELECT COUNT(*) FROM queue")
+    assert count == 0
+
+
+# values that cannot be sent
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+async def test_a_non_finite_value_is_refused_and_nothing_is_stored(
+    store: Store, value: float
+) -> None:
+    with pytest.raises(ValueError, match="not a finite number"):
+        await store.add(at(0), value, "bpm")
+    assert store.pending == 0
+    assert (await store.add(at(1), 70, "bpm")).seq == 1
+
+
+# the device id
+
+
+async def test_an_empty_device_id_resolves_once_and_survives_a_rename(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "desk-1")
+    async with open_store(db_path, 10) as store:
+        assert store.device_for("") == "pulse-desk-1"
+    monkeypatch.setattr(socket, "gethostname", lambda: "renamed-laptop")
+    async with open_store(db_path, 10) as store:
+        assert store.device_for("") == "pulse-desk-1"
+        assert store.device_for("chosen") == "chosen"
+
+
+V1_SCHEMA = """
+CREATE TABLE queue (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,
+    ts TEXT NOT NULL, value NUMERIC NOT NULL, unit TEXT NOT NULL);
+CREATE TABLE dead (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, ts TEXT NOT NULL,
+    value NUMERIC NOT NULL, unit TEXT NOT NULL, error TEXT NOT NULL, dead_at TEXT NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO counters (name, value) VALUES ('sent', 5), ('dropped', 0), ('dead', 0);
+INSERT INTO meta (key, value) VALUES ('stream', 'oldstream');
+INSERT INTO queue (id, ts, value, unit) VALUES ('a', '2026-01-01T00:00:00.000Z', 70, 'bpm');
+PRAGMA user_version = 1;
+"""
+
+
+async def test_a_version_1_queue_is_migrated_with_its_readings(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    con = sqlite3.connect(db_path)
+    con.executescript(V1_SCHEMA)
+    con.close()
+    async with open_store(db_path, 10) as store:
+        assert store.quarantined is None
+        assert store.stream_id == "oldstream"
+        assert store.pending == 1
+        assert (await store.counts()).sent == 5
+        assert store.device_for("").startswith("pulse-")
+        assert (await store.add(at(1), 71, "bpm")).seq == 2
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION
+
+
+# salvage of a damaged file
+
+
+def corrupt_middle_pages(path: Path, pages: range) -> None:
+    page_size = int(pragma(path, "page_size"))  # type: ignore[call-overload]
+    with path.open("r+b") as f:
+        for page in pages:
+            f.seek(page * page_size)
+            f.write(b"\xde\xad\xbe\xef" * (page_size // 4))
+
+
+async def test_a_damaged_queue_is_salvaged_and_sent_under_its_stream(db_path: Path) -> None:
+    async with open_store(db_path, 100_000) as store:
+        results = await store.add_many(
+            [(at(i), 60 + i % 50, "bpm") for i in range(3000)], state=None
+        )
+        old_stream = store.stream_id
+    ids = {r.seq: r.id for r in results}
+    total_pages = int(pragma(db_path, "page_count"))  # type: ignore[call-overload]
+    corrupt_middle_pages(db_path, range(total_pages // 2, total_pages // 2 + 2))
+    async with open_store(db_path, 100_000) as store:
+        q = store.quarantined
+        assert q is not None
+        assert not q.kept
+        assert q.salvage is not None
+        assert q.moved_to.name.startswith("queue.db.corrupt-")
+        recovered = len(q.salvage.rows)
+        assert 2000 < recovered < 3000
+        assert q.salvage.unreadable_ranges
+        assert f"{recovered} readings recovered" in q.describe()
+        assert store.stream_id != old_stream
+        assert store.salvage_pending == recovered == store.pending
+        sent: dict[int, str] = {}
+        while (batch := await store.oldest_salvaged(700)) is not None:
+            assert batch.stream == old_stream
+            assert batch.salvaged
+            sent.update(zip(batch.seqs, batch.ids, strict=True))
+            for text, seq, rid in zip(batch.readings_json, batch.seqs, batch.ids, strict=True):
+                reading = msgspec.json.decode(text, type=wire.Reading)
+                assert (reading.seq, str(reading.id)) == (seq, rid)
+            assert await store.ack(batch) == len(batch)
+        assert store.pending == 0
+    # every recovered reading kept its seq and id; none was invented
+    assert len(sent) == recovered
+    assert all(ids[seq] == rid for seq, rid in sent.items())
+    lost = set(ids) - set(sent)
+    assert all(any(a <= seq <= b for a, b in q.salvage.unreadable_ranges) for seq in lost)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class SourceError(RuntimeError):
@@ -16,6 +16,8 @@ class Sample:
 
     value: float
     unit: str
+    # the source's state after this sample; stored with the reading in one transaction
+    state: str | None = None
 
 
 class Source(Protocol):
@@ -23,4 +25,13 @@ class Source(Protocol):
 
     async def read(self) -> Sample:
         """Return the current value, or raise SourceError."""
+        ...
+
+
+@runtime_checkable
+class StatefulSource(Protocol):
+    """A source that continues where it left off: its state commits with each reading."""
+
+    def restore(self, state: str | None) -> None:
+        """Continue from the state of the last committed reading (None: from the start)."""
         ...

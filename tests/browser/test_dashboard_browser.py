@@ -10,9 +10,16 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Pages, Stack, shot
+from tests.browser.conftest import URL_LINE, Pages, Stack, shot
 from tests.faultproxy import Fault, FaultProxy
-from tests.harness import free_port, start_agent, start_collector, wait_until, write_agent_config
+from tests.harness import (
+    agent_status,
+    free_port,
+    start_agent,
+    start_collector,
+    wait_until,
+    write_agent_config,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -262,3 +269,66 @@ def test_pause_resume_and_catching_up_with_rate_and_eta(tmp_path: Path, pages: P
             expect(page.locator("#action-result")).to_have_text("Sending now.")
         finally:
             stack.stop()
+
+
+SHOTS = Path("/tmp/pulse-shots")
+
+
+def test_lowering_the_queue_limit_below_pending_asks_before_dropping(
+    tmp_path: Path, pages: Pages
+) -> None:
+    pages.allowed.append("status of 409")  # the refused first save itself
+    # no collector: every reading stays queued, so pending passes the new limit quickly
+    config = write_agent_config(tmp_path, free_port(), free_port(), sensor={"interval_s": 0.02})
+    agent = start_agent(tmp_path, config)
+    try:
+        wait_until(lambda: agent_status(agent)["pending"] >= 60)
+        url = str(wait_until(lambda: URL_LINE.findall(agent.output()))[-1])
+        page = pages.open(url, width=1366, height=900)
+        page.goto(f"{agent.url}/settings")
+        before = config.read_bytes()
+        limit = page.locator(field(page, "storage.max_pending"))
+        limit.fill("25")
+        low = agent_status(agent)["pending"]
+        page.locator("#save").click()
+        dialog = page.locator("#drop-dialog")
+        expect(dialog).to_be_visible()
+        high = agent_status(agent)["pending"]
+        confirm = page.get_by_role("button", name=re.compile(r"^Drop [\d,]+ readings$"))
+        expect(confirm).to_be_visible()
+        count = number(page, "#drop-confirm")
+        # the count is the agent's own at the moment it refused the save
+        assert low - 25 <= count <= high - 25, (low, count, high)
+        expect(page.locator("#drop-title")).to_have_text(f"Drop {count:,} queued readings?")
+        expect(page.locator("#drop-text")).to_contain_text(f"Saving deletes the {count:,} oldest")
+        expect(page.get_by_role("button", name="Cancel")).to_be_focused()
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=SHOTS / "max_pending_confirm.png")
+        shot(page, "settings-max-pending-confirm")
+
+        page.get_by_role("button", name="Cancel").click()
+        expect(dialog).to_be_hidden()
+        expect(page.locator("#save-result")).to_have_text(
+            f"Not saved, and nothing was dropped: the {count:,} readings stay queued "
+            "and the config file was not changed."
+        )
+        expect(page.locator('[id="err-storage.max_pending"]')).to_contain_text(
+            "confirm to drop them"
+        )
+        assert config.read_bytes() == before
+        queued = agent_status(agent)["pending"]
+        wait_until(lambda: agent_status(agent)["pending"] >= queued + 10)
+        assert agent_status(agent)["dropped_total"] == 0
+
+        page.locator("#save").click()
+        expect(dialog).to_be_visible()
+        confirm.click()
+        expect(dialog).to_be_hidden()
+        expect(page.locator("#save-result")).to_contain_text("Saved. Applied now: Queue limit.")
+        expect(page.locator("#save-result")).to_contain_text("oldest queued readings")
+        expect(page.locator('[id="err-storage.max_pending"]')).to_be_hidden()
+        assert json.loads(config.read_text())["storage"]["max_pending"] == 25
+        wait_until(lambda: agent_status(agent)["dropped_total"] > count)
+        assert agent_status(agent)["pending"] <= 25
+    finally:
+        assert agent.stop() == 0, agent.output()

@@ -366,6 +366,7 @@
       setText("c-sent", num(s.sent_total));
       setText("c-dropped", num(s.dropped_total));
       setText("c-dead", num(s.dead_total));
+      setText("c-invalid", num(s.invalid_total));
       setText("hr-now", s.last_reading ? String(s.last_reading.value) : "–");
       const paused = s.state === "paused";
       byId("btn-pause").hidden = paused;
@@ -541,9 +542,7 @@
       showResult("", "");
     });
 
-    form.addEventListener("submit", async (e) => {
-      e.preventDefault();
-      if (!unlocked) return;
+    function readForm() {
       const body = {};
       for (const el of fields) {
         const parts = el.dataset.field.split(".");
@@ -551,58 +550,114 @@
         if (parts.length === 1) body[parts[0]] = value;
         else (body[parts[0]] = body[parts[0]] || {})[parts[1]] = value;
       }
+      return body;
+    }
+
+    /* Mark each field the server named; return how many problems there are. */
+    function showErrors(errors, general) {
+      for (const key of Object.keys(errors)) {
+        const err = byId("err-" + key);
+        const el = fields.find((f) => f.dataset.field === key);
+        if (!err || !el) continue;
+        err.textContent = errors[key];
+        err.hidden = false;
+        el.setAttribute("aria-invalid", "true");
+        el.closest(".field").dataset.invalid = "true";
+      }
+      if (general.length) {
+        const box = byId("general-errors");
+        box.textContent = general.join("; ");
+        box.hidden = false;
+      }
+      // the first bad field in the form's order, not the server's
+      const firstInvalid = fields.find((f) => f.getAttribute("aria-invalid") === "true");
+      if (firstInvalid) firstInvalid.focus();
+      return Object.keys(errors).length + general.length;
+    }
+
+    function showSaved(d, dropped) {
+      for (const el of fields) {
+        const parts = el.dataset.field.split(".");
+        const value = parts.length === 1 ? d.config[parts[0]] : d.config[parts[0]][parts[1]];
+        writeField(el, value);
+        el.defaultValue = el.value;
+        if (el.dataset.kind === "bool") el.defaultChecked = el.checked;
+      }
+      const restart = d.restart_needed || [];
+      byId("restart-note").hidden = restart.length === 0;
+      setText("restart-list", restart.join(", "));
+      if (!d.changed.length) {
+        showResult("good", "Nothing changed.");
+        return;
+      }
+      let text = "Saved.";
+      if (d.applied_live.length) text += " Applied now: " + d.applied_live.map(label).join(", ") + ".";
+      const later = d.changed.filter((k) => d.applied_live.indexOf(k) < 0);
+      if (later.length) text += " Takes effect after a restart: " + later.map(label).join(", ") + ".";
+      if (dropped) text += " The oldest queued readings beyond the new limit are dropped.";
+      showResult("good", text);
+    }
+
+    /* Lowering the queue limit below what is queued loses readings: ask before, never after. */
+    const dropDialog = byId("drop-dialog");
+    const readings = (n) => num(n) + (n === 1 ? " reading" : " readings");
+
+    function askToDrop(count, cap) {
+      const oldest = count === 1 ? "oldest one" : num(count) + " oldest";
+      setText("drop-title", "Drop " + num(count) + " queued " + (count === 1 ? "reading?" : "readings?"));
+      if (typeof cap === "number") {
+        setText(
+          "drop-text",
+          num(cap + count) + " readings are waiting to be sent, and a queue limit of " + num(cap) +
+            " keeps only " + num(cap) + ". Saving deletes the " + oldest +
+            ": they never reach the server and cannot be recovered.",
+        );
+        setText("drop-keep", "Cancel to keep them: nothing is saved. A limit of at least " +
+          num(cap + count) + " keeps every queued reading.");
+      } else {
+        setText("drop-text", "Saving deletes the " + oldest + " queued: they never reach the server and cannot be recovered.");
+        setText("drop-keep", "Cancel to keep them: nothing is saved.");
+      }
+      setText("drop-confirm", "Drop " + readings(count));
+      dropDialog.returnValue = "";
+      dropDialog.showModal();
+      // Escape closes the dialog too, with no value: that is a cancel
+      return new Promise((resolve) => {
+        dropDialog.addEventListener("close", () => resolve(dropDialog.returnValue === "drop"), { once: true });
+      });
+    }
+
+    async function save(body, confirmDrop) {
       clearErrors();
-      const save = byId("save");
-      save.disabled = true;
+      const button = byId("save");
+      button.disabled = true;
       showResult("", "Saving…");
-      const r = await call("PUT", "/api/config", body);
-      save.disabled = false;
+      const r = await call("PUT", "/api/config" + (confirmDrop ? "?confirm_drop=true" : ""), body);
+      button.disabled = false;
       if (r.ok) {
-        const d = r.data;
-        for (const el of fields) {
-          const parts = el.dataset.field.split(".");
-          const value = parts.length === 1 ? d.config[parts[0]] : d.config[parts[0]][parts[1]];
-          writeField(el, value);
-          el.defaultValue = el.value;
-          if (el.dataset.kind === "bool") el.defaultChecked = el.checked;
-        }
-        const restart = d.restart_needed || [];
-        byId("restart-note").hidden = restart.length === 0;
-        setText("restart-list", restart.join(", "));
-        if (!d.changed.length) {
-          showResult("good", "Nothing changed.");
+        showSaved(r.data, confirmDrop);
+      } else if (r.status === 409 && typeof r.data.would_drop === "number") {
+        const count = r.data.would_drop;
+        showResult("", "Waiting for your answer…");
+        if (await askToDrop(count, (body.storage || {}).max_pending)) {
+          await save(body, true);
           return;
         }
-        let text = "Saved.";
-        if (d.applied_live.length) text += " Applied now: " + d.applied_live.map(label).join(", ") + ".";
-        const later = d.changed.filter((k) => d.applied_live.indexOf(k) < 0);
-        if (later.length) text += " Takes effect after a restart: " + later.map(label).join(", ") + ".";
-        showResult("good", text);
+        showErrors(r.data.errors || {}, r.data.general || []);
+        showResult("", "Not saved, and nothing was dropped: the " + readings(count) +
+          " stay queued and the config file was not changed.");
       } else if (r.status === 422) {
-        const errors = r.data.errors || {};
-        for (const key of Object.keys(errors)) {
-          const err = byId("err-" + key);
-          const el = fields.find((f) => f.dataset.field === key);
-          if (!err || !el) continue;
-          err.textContent = errors[key];
-          err.hidden = false;
-          el.setAttribute("aria-invalid", "true");
-          el.closest(".field").dataset.invalid = "true";
-        }
-        const general = r.data.general || [];
-        if (general.length) {
-          const box = byId("general-errors");
-          box.textContent = general.join("; ");
-          box.hidden = false;
-        }
-        const n = Object.keys(errors).length + general.length;
+        const n = showErrors(r.data.errors || {}, r.data.general || []);
         showResult("bad", "Not saved: " + n + (n === 1 ? " problem" : " problems") + " to fix. The config file was not changed.");
-        // the first bad field in the form's order, not the server's
-        const firstInvalid = fields.find((f) => f.getAttribute("aria-invalid") === "true");
-        if (firstInvalid) firstInvalid.focus();
       } else {
         showResult("bad", "Not saved: " + (r.data.error || "HTTP " + r.status));
       }
+    }
+
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      if (!unlocked) return;
+      save(readForm(), false);
     });
   }
 
