@@ -59,19 +59,37 @@ faults, fuzzed inputs and readings):
 .venv/bin/python bench/soak.py --scale 10
 ```
 
-Every scenario that moves readings ends with the same check. The agent is stopped and
+Every scenario that moves readings runs the agent with the `counter` source (values 1, 2,
+3…, continued across restarts) and ends with the same check. The agent is stopped and
 started once more with a sensor that reads once and then not for a day, so that nothing new
-arrives; it drains its queue; then the check requires that the collector holds every `seq`
-from 1 to the highest seq the queue ever assigned (SQLite's AUTOINCREMENT counter in the
-queue file) exactly once for the stream, and that the queue file holds no reading. *Lost*
-counts the seqs missing at the collector, *duplicates* the seqs or ids stored more than
-once. *Recovery to drained* is the time from a recovery (the collector back, a fault
-lifted, the agent restarted, disk space freed) to a queue with less than one batch left.
+arrives; it drains its queue; then the check compares two things with the collector:
+
+- **by identity:** the counter's queue keeps a ledger of every reading it committed (seq, id
+  and value, written in the same transaction as the reading). The collector must hold
+  exactly those readings, each once, each under the seq and id the agent gave it and with
+  its value, and nothing else in those streams. A reading under the wrong id (*wrong id*)
+  fails the scenario even when every seq is present;
+- **by seq:** every `seq` from 1 to the highest seq the queue ever assigned (SQLite's
+  AUTOINCREMENT counter in the queue file) exactly once for the stream, and no reading left
+  in the queue file.
+
+*Lost* counts committed readings missing at the collector, *duplicates* the seqs or ids
+stored more than once plus readings the agent never committed, *lost to file damage* the
+committed readings that a fault destroyed on disk before they could be sent (a WAL cut
+short, damaged pages): no queue can send what the disk no longer holds, and the figures say
+so rather than hide it. *Recovery to drained* is the time from a recovery (the collector
+back, a fault lifted, the agent restarted, disk space freed) to a queue with less than one
+batch left. Scenarios marked *(sqlite, postgres)* run once against a collector on its
+SQLite file and once against a collector on PostgreSQL.
 """
 
 HOW = """\
 ## How the scenarios work
 
+- **Collector backends:** the kill -9 and network-fault scenarios run twice: against a
+  collector on SQLite and against a collector on PostgreSQL (a schema of the test's own).
+  `tests/test_collector_postgres.py` adds many concurrent posts of overlapping batches on
+  PostgreSQL, which must store each reading once and report no conflict.
 - **kill -9, agent:** 100 SIGKILLs while the agent reads every 10 ms and sends every 50 ms;
   each lands 0–0.3 s after the agent is up, and about one in seven while it is still starting
   (opening or creating its queue). Each kill is followed by a restart on the same files.
@@ -91,10 +109,16 @@ HOW = """\
   checkpoint of a close. After each kill: `integrity_check`, every commit it reported is
   there, every ack it reported is gone, and the counters agree with the rows.
 - **Corrupt and missing files:** a queue.db of random bytes, a queue.db from schema version
-  99, a WAL cut in the middle of a frame, invalid config.json (not JSON, not UTF-8, wrong
-  types, not an object), a logs folder that cannot be created, a queue folder not there.
+  99 (left byte for byte untouched; the agent queues in `queue.v2.db` beside it), a queue
+  with damaged pages (moved aside, and every readable reading salvaged and delivered under
+  its original stream, seq and id), a WAL cut in the middle of a frame, invalid config.json
+  (not JSON, not UTF-8, wrong types, not an object), a logs folder that cannot be created,
+  a queue folder not there.
 - **Full disk:** the queue on a 1 MiB tmpfs, filled by the agent while the collector is down,
-  then grown (space freed); and a start on a disk already full.
+  then grown (space freed); a start on a disk already full; and a disk filled three times
+  while readings flow to a live collector: commits fail at the WAL append while the sender
+  reads and acks. This is the scenario that caught readings sent before their commit (a
+  failed commit hands the same seq to the next reading, and an ack by seq deleted it).
 - **Disk cap:** `storage.max_pending` 2,000 with the collector down and a reading every 2 ms.
 - **Hostile input, collector:** `docs/openapi.yaml` is checked against the wire contract,
   then hypothesis fuzzes `POST /api/v1/readings` (batches with one mutation each, random
@@ -120,7 +144,8 @@ Both sides keep their data in SQLite in WAL mode with `synchronous=FULL`:
   collector's 200 acknowledged it.
 - **Collector** (`collector/store_sqlite.py`): WAL, `synchronous=FULL`, one transaction per
   batch, and the 200 with the ack is sent only after that commit returned. The dedup keys
-  (`id`, and `device_id, stream, seq`) make a resent batch count as duplicates.
+  (`id`, and `device_id, stream, seq`) make a resent batch count as duplicates; a seq that
+  already holds another id is a conflict, refused in `rejected`, never a duplicate.
 - **Checkpoints** copy WAL pages into the database file and fsync it before the WAL is reset
   (SQLite does this on its own at 1,000 pages, and the agent does a `TRUNCATE` checkpoint on
   a clean stop). A checkpoint interrupted at any point leaves the WAL in place; the next open
@@ -155,7 +180,15 @@ LIMITS = """\
 - A log folder that cannot be written is reported at start (`storage_problem`, and on the
   console); one that fails later is retried every 10 s and reported on the console.
 - Readings dropped at `storage.max_pending` are gone by design: they are counted in
-  `dropped_total`, logged once per episode, and are the oldest ones.
+  `dropped_total`, logged once per episode, and are the oldest ones. Lowering the cap below
+  the queue from the dashboard or the API needs an explicit confirmation.
+- A WAL cut short, or pages damaged, destroy the committed readings they held: the figures
+  count them under *lost to file damage*. A cut WAL also rolls the queue's AUTOINCREMENT
+  counter back, so new readings reuse seqs that may already be at the collector under other
+  ids; the collector refuses those as seq conflicts and the agent keeps them as dead letters,
+  on the dashboard.
+- A kill -9 between moving a damaged file aside and queueing its salvage leaves the salvage
+  undone: the readable readings stay in the moved-aside file, which is never deleted.
 """
 
 
@@ -192,8 +225,14 @@ def summary(data: dict[str, Any]) -> list[str]:
         f"| hostile inputs tried | {sum(hostile.values()):,} |",
         f"| scenarios ending in the exactly-once check | {len(checked)} |",
         f"| readings checked | {sum(s['readings'] for s in checked):,} |",
+        f"| of them compared by identity (seq, id, value) | "
+        f"{sum(s.get('identity_checked', 0) for s in checked):,} |",
         f"| readings lost | {sum(s['lost'] for s in checked)} |",
         f"| duplicates | {sum(s['duplicates'] for s in checked)} |",
+        f"| delivered under a wrong seq or id | "
+        f"{sum(s.get('wrong_identity', 0) for s in checked)} |",
+        f"| committed readings lost to file damage (WAL cut, damaged pages) | "
+        f"{sum(s.get('lost_to_file_damage', 0) for s in scenarios)} |",
         f"| longest time from recovery to drained backlog | {_longest(recoveries)} |",
         f"| tests with figures passed | {passed} of {len(scenarios)} |",
     ]
@@ -222,9 +261,12 @@ def _merge(group: list[dict[str, Any]]) -> dict[str, Any]:
         "readings": sum(s["readings"] for s in group),
         "lost": sum(s["lost"] for s in group),
         "duplicates": sum(s["duplicates"] for s in group),
+        "wrong": sum(s.get("wrong_identity", 0) for s in group),
+        "damage": sum(s.get("lost_to_file_damage", 0) for s in group),
         "recoveries": [r for s in group for r in s["recovery_to_drained_s"]],
         "outcome": "passed" if outcomes == {"passed"} else ", ".join(sorted(outcomes)),
         "cases": len(group),
+        "params": [s["name"].partition("[")[2].rstrip("]") for s in group],
         "duration": sum(s["duration_s"] for s in group),
     }
 
@@ -242,16 +284,26 @@ def scenario_tables(data: dict[str, Any]) -> list[str]:
         lines += [
             f"### {GROUPS.get(group, group)}",
             "",
-            "| scenario | kills | faults | hostile inputs | readings | lost | dup. "
-            "| recovery → drained | result |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+            "| scenario | kills | faults | hostile inputs | readings | lost | dup. | wrong id "
+            "| lost to file damage | recovery → drained | result |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
         ]
         for cases in tests.values():
             row = _merge(cases)
-            title = row["title"] + (f" ({row['cases']} cases)" if row["cases"] > 1 else "")
-            check = [f"{row['readings']:,}", str(row["lost"]), str(row["duplicates"])]
+            title = row["title"]
+            if set(row["params"]) == {"sqlite", "postgres"}:
+                title += " (sqlite, postgres)"
+            elif row["cases"] > 1:
+                title += f" ({row['cases']} cases)"
+            check = [
+                f"{row['readings']:,}",
+                str(row["lost"]),
+                str(row["duplicates"]),
+                str(row["wrong"]),
+                str(row["damage"]),
+            ]
             if not row["checked"]:
-                check = ["—", "—", "—"]
+                check = ["—"] * 4 + [str(row["damage"]) if row["damage"] else "—"]
             lines.append(
                 f"| {title} | {_kinds(row['kills'])} | {_kinds(row['faults'])} "
                 f"| {row['hostile'] or '—'} | {' | '.join(check)} "

@@ -36,6 +36,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         headers = {str(k): exc.headers[k] for k in KEPT_HEADERS if k in exc.headers}
         return json_error(exc.status, exc.reason, headers)
+    except ConnectionResetError:
+        # the client hung up mid-request (a retry will come): nothing was stored, no one
+        # is left to read an answer, and it is not an error of ours (aiohttp would log a
+        # re-raised one with a traceback)
+        logger.info("client hung up during %s %s", request.method, request.path)
+        return json_error(400, "connection reset by the client")
     except Exception:
         logger.exception("unexpected error in %s %s", request.method, request.path)
         return json_error(500, "internal server error; see the collector's log")

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiosqlite
@@ -13,6 +14,7 @@ import msgspec
 
 from agent.wire import Ack, Batch, Message, Reading
 from collector.checks import split_batch
+from collector.conflicts import Stored, StoredKey, seq_range, settle, unplaced
 from collector.store import (
     DEVICES,
     SCHEMA_VERSION,
@@ -42,11 +44,28 @@ CREATE TABLE IF NOT EXISTS readings (
 ) STRICT, WITHOUT ROWID;
 """
 
-# no conflict target: a clash on the primary key or on the id is a duplicate either way
+# no conflict target: a clash on the primary key or on the id skips the row; whether it was a
+# duplicate or a conflict is settled afterwards, and only if some row was skipped
 INSERT = """
 INSERT INTO readings (device_id, stream, seq, id, datetime, value, unit, received_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO NOTHING
+"""
+
+# a batch has at most 10,000 readings; chunks keep each query far below SQLite's
+# limit on bound parameters (32,766, but only 999 before 3.32)
+KEY_CHUNK = 500
+
+IDS_IN_SEQ_RANGE = """
+SELECT seq, id FROM readings WHERE device_id = ? AND stream = ? AND seq BETWEEN ? AND ?
+"""
+
+IDS_AT_SEQS = """
+SELECT seq, id FROM readings WHERE device_id = ? AND stream = ? AND seq IN ({marks})
+"""
+
+KEYS_WITH_IDS = """
+SELECT device_id, stream, seq, id FROM readings WHERE id IN ({marks})
 """
 
 READINGS = """
@@ -109,11 +128,47 @@ class SqliteStore:
             try:
                 await self._writer.executemany(INSERT, rows)
                 accepted = self._writer.total_changes - before
+                ack = Ack(accepted=accepted, duplicates=0, rejected=rejected)
+                if accepted < len(good):
+                    ack = settle(batch, good, rejected, accepted, await self._stored(batch, good))
                 await self._writer.commit()
             except BaseException:
                 await _rollback(self._writer)
                 raise
-        return Ack(accepted=accepted, duplicates=len(good) - accepted, rejected=rejected)
+        return ack
+
+    async def _stored(self, batch: Batch, readings: list[Reading]) -> Stored:
+        """What the writer sees at the readings' seqs, then at their ids where a seq is free."""
+        ids_by_seq = await self._ids_by_seq(batch.device_id, batch.stream, readings)
+        keys_by_id = await self._keys_by_id(unplaced(readings, ids_by_seq))
+        return Stored(ids_by_seq, keys_by_id)
+
+    async def _ids_by_seq(
+        self, device_id: str, stream: str, readings: list[Reading]
+    ) -> dict[int, uuid.UUID]:
+        span = seq_range(readings)
+        if span is not None:
+            queries = [(IDS_IN_SEQ_RANGE, [device_id, stream, *span])]
+        else:
+            seqs = sorted({r.seq for r in readings})
+            queries = [
+                (IDS_AT_SEQS.format(marks=_marks(chunk)), [device_id, stream, *chunk])
+                for chunk in _chunks(seqs)
+            ]
+        ids_by_seq: dict[int, uuid.UUID] = {}
+        for sql, params in queries:
+            for seq, rid in await self._writer.execute_fetchall(sql, params):
+                ids_by_seq[seq] = uuid.UUID(bytes=rid)
+        return ids_by_seq
+
+    async def _keys_by_id(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, StoredKey]:
+        keys: dict[uuid.UUID, StoredKey] = {}
+        for chunk in _chunks([i.bytes for i in ids]):
+            sql = KEYS_WITH_IDS.format(marks=_marks(chunk))
+            for device_id, stream, seq, rid in await self._writer.execute_fetchall(sql, chunk):
+                key = StoredKey(device_id, stream, seq, uuid.UUID(bytes=rid))
+                keys[key.id] = key
+        return keys
 
     async def devices(self) -> list[DeviceSummary]:
         """Per device and stream: seq range, count and newest receipt, by SQL aggregates."""
@@ -172,6 +227,14 @@ def _rows(
         )
         for r, w in zip(readings, when, strict=True)
     ]
+
+
+def _chunks(items: Sequence[object]) -> list[list[object]]:
+    return [list(items[i : i + KEY_CHUNK]) for i in range(0, len(items), KEY_CHUNK)]
+
+
+def _marks(chunk: list[object]) -> str:
+    return ", ".join("?" * len(chunk))
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

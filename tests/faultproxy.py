@@ -28,7 +28,8 @@ class Fault(enum.Enum):
     LOSE_ACK = "lose_ack"
     # accept and read, never answer: the client times out
     BLACK_HOLE = "black_hole"
-    # close as soon as some request bytes arrived: a reset in the middle of a request
+    # forward the head and part of the body, then cut both connections: the collector sees
+    # a request that stops short of its Content-Length, the client never gets an answer
     RESET = "reset"
     # forward the request, send back only the first bytes of the response
     TRUNCATE = "truncate"
@@ -145,6 +146,7 @@ class FaultProxy:
             await reader.read()
             return False
         if fault is Fault.RESET:
+            await self._forward_part(request, up_writer)
             writer.transport.abort()
             return False
         up_writer.write(request)
@@ -162,6 +164,19 @@ class FaultProxy:
         writer.write(response)
         await writer.drain()
         return True
+
+    async def _forward_part(self, request: bytes, up_writer: asyncio.StreamWriter) -> None:
+        """Forward the head and a random part of the body (never all of it), then hang up."""
+        body_at = request.index(b"\r\n\r\n") + 4
+        # a request without a body is cut inside its head instead
+        start = body_at if len(request) > body_at else 0
+        cut = self._rng.randrange(start, len(request))
+        up_writer.write(request[:cut])
+        # drain() only waits for the buffer to fall below its high-water mark; at 0 it waits
+        # until every byte is with the kernel, which still delivers them after the close
+        up_writer.transport.set_write_buffer_limits(high=0)
+        await up_writer.drain()
+        up_writer.close()
 
     def _error_response(self, fault: Fault) -> bytes:
         body = b'{"error":"injected by the fault proxy"}'

@@ -28,6 +28,7 @@ from agent.autostart import (
     windows_command_line,
 )
 from agent.main import main
+from tests.requirements import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 # real XDG autostart files, HOME, GLib and the CLI on this machine's own OS
@@ -159,7 +160,7 @@ def test_linux_exec_is_read_back_by_glib(tmp_path: Path) -> None:
     """)
     done = subprocess.run([sys.executable, "-c", launch, auto.location], timeout=30, check=False)
     if done.returncode == 4:
-        pytest.skip("no PyGObject here")
+        missing("no PyGObject here (scripts/setup installs python3-gi)")
     assert done.returncode == 0, "GLib rejected or could not launch the desktop file"
     deadline = time.monotonic() + 10
     while not out.exists() and time.monotonic() < deadline:

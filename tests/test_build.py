@@ -27,6 +27,7 @@ from tests.harness import (
     wait_until,
     write_agent_config,
 )
+from tests.requirements import require
 
 ROOT = Path(__file__).resolve().parent.parent
 EXE_NAME = "pulse-agent.exe" if sys.platform == "win32" else "pulse-agent"
@@ -41,8 +42,8 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prebuilt = os.environ.get("PULSE_AGENT_EXE")
     if prebuilt:
         return Path(prebuilt).resolve()
-    if importlib.util.find_spec("PyInstaller") is None:
-        pytest.skip("PyInstaller is not installed (pip install -e '.[build]')")
+    has_pyinstaller = importlib.util.find_spec("PyInstaller") is not None
+    require(has_pyinstaller, "PyInstaller is not installed (pip install -e '.[build]')")
     out = tmp_path_factory.mktemp("pyinstaller")
     cmd = [sys.executable, "-m", "PyInstaller", "agent.spec", "--noconfirm"]
     cmd += ["--distpath", str(out / "dist"), "--workpath", str(out / "build")]

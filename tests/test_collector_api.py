@@ -104,12 +104,37 @@ async def test_resent_batch_is_counted_as_duplicates(client: Client) -> None:
     assert len(await get_readings(client, f"device_id={DEVICE}")) == 5
 
 
-async def test_known_id_under_another_seq_is_a_duplicate(client: Client) -> None:
+async def test_known_id_under_another_seq_is_an_id_conflict(client: Client) -> None:
     await post(client, body([reading(1)]))
     status, ack = await post(client, body([reading(9, id_=1), reading(10)]))
-    assert (status, ack["accepted"], ack["duplicates"]) == (200, 1, 1)
+    assert (status, ack["accepted"], ack["duplicates"]) == (200, 1, 0)
+    assert ack["rejected"] == [
+        {
+            "id": rid(1),
+            "error": f"id {rid(1)} is already stored as seq 1 of stream {STREAM} of device "
+            f"{DEVICE}; this reading has seq 9 (id conflict)",
+        }
+    ]
     got = await get_readings(client, f"device_id={DEVICE}")
     assert [r["seq"] for r in got] == [1, 10]
+
+
+async def test_known_seq_under_another_id_is_a_seq_conflict(client: Client) -> None:
+    await post(client, body([reading(1, value=60), reading(2)]))
+    status, ack = await post(client, body([reading(2), reading(1, value=90, id_=77)]))
+    assert (status, ack["accepted"], ack["duplicates"]) == (200, 0, 1)
+    assert ack["rejected"] == [
+        {
+            "id": rid(77),
+            "error": f"seq 1 of stream {STREAM} already holds reading {rid(1)}; "
+            f"this reading has id {rid(77)} (seq conflict)",
+        }
+    ]
+    got = await get_readings(client, f"device_id={DEVICE}")
+    assert [(r["seq"], r["id"], r["message"]["value"]) for r in got] == [
+        (1, rid(1), 60),
+        (2, rid(2), 72),
+    ]
 
 
 async def test_implausible_readings_are_rejected_in_the_ack(client: Client) -> None:

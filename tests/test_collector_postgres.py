@@ -3,20 +3,18 @@
 The store behaviour tests in test_collector_store.py run against PostgreSQL too, through the
 helpers here. The server is postgresql://postgres@127.0.0.1:5432/test unless
 PULSE_TEST_DATABASE_URL says otherwise. An unreachable server skips these tests, unless
-PULSE_REQUIRE_POSTGRES=1 (as in CI), which turns the skip into a failure.
+PULSE_STRICT=1 or PULSE_REQUIRE_POSTGRES=1 (as in CI), which turn the skip into a failure
+(tests/requirements.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
-import functools
-import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -26,31 +24,7 @@ from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.store import SCHEMA_VERSION, StoreError
 from collector.store_postgres import PostgresStore
-
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-@functools.cache
-def _unreachable(url: str) -> str | None:
-    """Why the server cannot be reached, or None; asked once per test run."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 5432
-    try:
-        with socket.create_connection((host, port), timeout=3):
-            return None
-    except OSError as err:
-        return f"PostgreSQL at {host}:{port} is unreachable ({err}); set PULSE_TEST_DATABASE_URL"
-
-
-def postgres_url() -> str:
-    """The test server's URL; skips the test if it is unreachable (fails if it is required)."""
-    url = os.environ.get("PULSE_TEST_DATABASE_URL") or DEFAULT_URL
-    reason = _unreachable(url)
-    if reason is not None:
-        if os.environ.get("PULSE_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"{reason}, and PULSE_REQUIRE_POSTGRES=1")
-        pytest.skip(reason)
-    return url
+from tests.requirements import postgres_url
 
 
 def with_search_path(url: str, schema: str) -> str:
@@ -136,3 +110,84 @@ async def test_api_on_postgres(pg_url: str, aiohttp_client: Any, tmp_path: Any) 
     got = await (await client.get("/api/v1/readings?device_id=dev&since=1")).json()
     assert [r["seq"] for r in got] == [2, 3]
     assert not (tmp_path / "unused.db").exists(), "SQLite was opened although PostgreSQL is set"
+
+
+async def test_api_on_postgres_rejects_seq_and_id_conflicts(
+    pg_url: str, aiohttp_client: Any, tmp_path: Any
+) -> None:
+    config = CollectorConfig(db=str(tmp_path / "unused.db"), database_url=pg_url)
+    client = await aiohttp_client(create_app(config))
+    body = {"device_id": "dev", "stream": "s", "readings": [reading(1), reading(2)]}
+    assert (await (await client.post("/api/v1/readings", json=body)).json())["accepted"] == 2
+    new_id = {**reading(1), "id": "01900000-0000-7000-8000-0000000000ff"}
+    moved = {**reading(2), "seq": 5}
+    body["readings"] = [reading(2), new_id, moved, reading(3)]
+    ack = await (await client.post("/api/v1/readings", json=body)).json()
+    assert (ack["accepted"], ack["duplicates"]) == (1, 1)
+    assert [r["id"] for r in ack["rejected"]] == [new_id["id"], moved["id"]]
+    assert "seq 1 of stream s already holds reading" in ack["rejected"][0]["error"]
+    assert ack["rejected"][0]["error"].endswith(f"has id {new_id['id']} (seq conflict)")
+    assert "is already stored as seq 2 of stream s of device dev" in ack["rejected"][1]["error"]
+    assert ack["rejected"][1]["error"].endswith("has seq 5 (id conflict)")
+    got = await (await client.get("/api/v1/readings?device_id=dev")).json()
+    assert [(r["seq"], r["id"]) for r in got] == [(s, reading(s)["id"]) for s in (1, 2, 3)]
+
+
+# each store has one connection, as if each were its own collector process
+PROCESSES = 20
+WINDOW = 200
+STEP = 50
+
+
+def concurrent_batches(device: str) -> tuple[list[wire.Reading], list[wire.Batch]]:
+    """Readings, and one window of them per process: each overlaps its neighbours' windows."""
+    # the last window ends at the last reading, so every reading is sent at least once
+    count = (PROCESSES - 1) * STEP + WINDOW
+    now = dt.datetime.now(dt.UTC)
+    readings = [
+        wire.Reading(
+            id=wire.new_reading_id(),
+            seq=seq,
+            datetime=now - dt.timedelta(seconds=count - seq),
+            message=wire.Message(value=60 + seq % 50),
+        )
+        for seq in range(1, count + 1)
+    ]
+    # oldest first within a window, as the agent sends
+    batches = [
+        wire.Batch(device_id=device, stream="s", readings=readings[i * STEP : i * STEP + WINDOW])
+        for i in range(PROCESSES)
+    ]
+    return readings, batches
+
+
+async def send_at_once(stores: list[PostgresStore], batches: list[wire.Batch]) -> list[wire.Ack]:
+    """Each store stores its batch; all start together, so their transactions overlap."""
+    go = asyncio.Event()
+
+    async def send(store: PostgresStore, batch: wire.Batch) -> wire.Ack:
+        await go.wait()
+        return await store.store_batch(batch)
+
+    tasks = [asyncio.create_task(send(s, b)) for s, b in zip(stores, batches, strict=True)]
+    await asyncio.sleep(0)
+    go.set()
+    return await asyncio.gather(*tasks)
+
+
+async def test_concurrent_collectors_count_the_same_readings_once(pg_url: str) -> None:
+    stores = [await PostgresStore.open(pg_url, max_connections=1) for _ in range(PROCESSES)]
+    try:
+        for round_ in range(3):
+            device = f"dev-{round_}"
+            readings, batches = concurrent_batches(device)
+            acks = await send_at_once(stores, batches)
+            assert [a.rejected for a in acks] == [[]] * PROCESSES, "a concurrent write conflicted"
+            assert [a.accepted + a.duplicates for a in acks] == [WINDOW] * PROCESSES
+            assert sum(a.accepted for a in acks) == len(readings)
+            got = await stores[0].readings(device, None, 10_000, None)
+            assert [(r.seq, r.id) for r in got] == [(r.seq, r.id) for r in readings]
+            assert [r.message.value for r in got] == [r.message.value for r in readings]
+    finally:
+        for store in stores:
+            await store.close()

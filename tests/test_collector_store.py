@@ -112,33 +112,157 @@ async def test_overlapping_batch_counts_only_new_rows(store: ReadingStore) -> No
     assert [r.seq for r in got] == [1, 2, 3, 4, 5]
 
 
-async def test_known_id_under_another_seq_is_a_duplicate(store: ReadingStore) -> None:
+def seq_conflict(seq: int, stored: uuid.UUID, sent: uuid.UUID, stream: str = STREAM) -> str:
+    return (
+        f"seq {seq} of stream {stream} already holds reading {stored}; "
+        f"this reading has id {sent} (seq conflict)"
+    )
+
+
+def id_conflict(
+    id_: uuid.UUID, seq: int, sent_seq: int, stream: str = STREAM, device: str = "dev-1"
+) -> str:
+    return (
+        f"id {id_} is already stored as seq {seq} of stream {stream} of device {device}; "
+        f"this reading has seq {sent_seq} (id conflict)"
+    )
+
+
+async def stored_rows(store: ReadingStore, device: str = "dev-1") -> list[tuple[object, ...]]:
+    got = await store.readings(device, None, 10_000, None)
+    return [(r.stream, r.seq, r.id, r.datetime, r.message.value) for r in got]
+
+
+async def test_known_seq_with_another_id_is_a_seq_conflict(store: ReadingStore) -> None:
+    first = make(1, value=60)
+    await store.store_batch(batch([first]))
+    before = await stored_rows(store)
+    other = make(1, value=90, id_=rid(99), when=NOW - dt.timedelta(seconds=5))
+    ack = await store.store_batch(batch([other]))
+    # the agent deletes what an ack covers: a different reading must never count as delivered
+    assert ack == wire.Ack(
+        accepted=0,
+        duplicates=0,
+        rejected=[wire.Rejection(str(rid(99)), seq_conflict(1, rid(1), rid(99)))],
+    )
+    assert await stored_rows(store) == before
+    assert before == [(STREAM, 1, rid(1), first.datetime, 60)]
+
+
+async def test_known_id_under_another_seq_is_an_id_conflict(store: ReadingStore) -> None:
     await store.store_batch(batch([make(1)]))
     ack = await store.store_batch(batch([make(7, id_=rid(1))]))
-    assert (ack.accepted, ack.duplicates) == (0, 1)
+    assert ack == wire.Ack(
+        accepted=0,
+        duplicates=0,
+        rejected=[wire.Rejection(str(rid(1)), id_conflict(rid(1), 1, 7))],
+    )
     got = await store.readings("dev-1", None, 100, None)
     assert [(r.seq, r.id) for r in got] == [(1, rid(1))]
 
 
-async def test_known_seq_with_another_id_is_a_duplicate(store: ReadingStore) -> None:
-    await store.store_batch(batch([make(1)]))
-    ack = await store.store_batch(batch([make(1, id_=rid(99))]))
-    assert (ack.accepted, ack.duplicates) == (0, 1)
-    assert [r.id for r in await store.readings("dev-1", None, 100, None)] == [rid(1)]
+async def test_known_id_in_another_device_is_an_id_conflict(store: ReadingStore) -> None:
+    await store.store_batch(batch([make(3)], device="dev-2", stream="b"))
+    ack = await store.store_batch(batch([make(3)]))
+    assert (ack.accepted, ack.duplicates) == (0, 0)
+    assert [r.error for r in ack.rejected] == [id_conflict(rid(3), 3, 3, "b", "dev-2")]
+    assert await store.readings("dev-1", None, 100, None) == []
 
 
-async def test_repeated_id_within_a_batch_keeps_the_first(store: ReadingStore) -> None:
+async def test_repeated_reading_within_a_batch_is_a_duplicate(store: ReadingStore) -> None:
+    ack = await store.store_batch(batch([make(1), make(2), make(1)]))
+    assert ack == wire.Ack(accepted=2, duplicates=1, rejected=[])
+    assert [r.seq for r in await store.readings("dev-1", None, 100, None)] == [1, 2]
+
+
+async def test_repeated_id_within_a_batch_is_an_id_conflict(store: ReadingStore) -> None:
     ack = await store.store_batch(batch([make(1), make(2, id_=rid(1)), make(3)]))
-    assert (ack.accepted, ack.duplicates) == (2, 1)
+    assert (ack.accepted, ack.duplicates) == (2, 0)
+    assert ack.rejected == [wire.Rejection(str(rid(1)), id_conflict(rid(1), 1, 2))]
     got = await store.readings("dev-1", None, 100, None)
     assert [(r.seq, r.id) for r in got] == [(1, rid(1)), (3, rid(3))]
 
 
-async def test_repeated_seq_within_a_batch_keeps_the_first(store: ReadingStore) -> None:
+async def test_repeated_seq_within_a_batch_is_a_seq_conflict(store: ReadingStore) -> None:
     ack = await store.store_batch(batch([make(1, value=60), make(1, value=90, id_=rid(50))]))
-    assert (ack.accepted, ack.duplicates) == (1, 1)
+    assert (ack.accepted, ack.duplicates) == (1, 0)
+    assert ack.rejected == [wire.Rejection(str(rid(50)), seq_conflict(1, rid(1), rid(50)))]
     got = await store.readings("dev-1", None, 100, None)
-    assert [(r.seq, r.message.value) for r in got] == [(1, 60)]
+    assert [(r.seq, r.id, r.message.value) for r in got] == [(1, rid(1), 60)]
+
+
+async def test_mixed_batch_counts_every_reading_exactly(store: ReadingStore) -> None:
+    await store.store_batch(batch(seqs(5)))
+    await store.store_batch(batch([make(1, id_=rid(500))], stream="b"))
+    sent = [
+        make(1),  # stored: duplicate
+        make(6),  # new
+        make(3, id_=rid(300)),  # seq 3 holds rid(3): seq conflict
+        make(2),  # stored: duplicate
+        make(7, value=1000),  # implausible
+        make(8, id_=rid(4)),  # rid(4) is seq 4: id conflict
+        make(9),  # new
+        make(9, id_=rid(900)),  # seq 9 taken earlier in this batch: seq conflict
+        make(6),  # earlier in this batch: duplicate
+        make(10, id_=rid(500)),  # rid(500) is seq 1 of stream b: id conflict
+        make(11, when=NOW + dt.timedelta(days=2)),  # implausible
+        make(12),  # new
+    ]
+    ack = await store.store_batch(batch(sent))
+    assert (ack.accepted, ack.duplicates) == (3, 3)
+    assert ack.accepted + ack.duplicates + len(ack.rejected) == len(sent)
+    assert [r.id for r in ack.rejected] == [
+        str(i) for i in (rid(300), rid(7), rid(4), rid(900), rid(500), rid(11))
+    ]
+    errors = [r.error for r in ack.rejected]
+    assert errors[0] == seq_conflict(3, rid(3), rid(300))
+    assert "outside 1..400" in errors[1]
+    assert errors[2] == id_conflict(rid(4), 4, 8)
+    assert errors[3] == seq_conflict(9, rid(9), rid(900))
+    assert errors[4] == id_conflict(rid(500), 1, 10, stream="b")
+    assert "future" in errors[5]
+    got = await store.readings("dev-1", None, 100, STREAM)
+    assert [(r.seq, r.id) for r in got] == [(s, rid(s)) for s in (1, 2, 3, 4, 5, 6, 9, 12)]
+
+
+async def test_conflicts_are_found_in_a_large_resent_batch(store: ReadingStore) -> None:
+    await store.store_batch(batch(seqs(1200)))
+    resent = [*seqs(1200), make(1201)]
+    resent[1149] = make(1150, id_=rid(5000))
+    resent[3] = make(4, id_=rid(1100))
+    ack = await store.store_batch(batch(resent))
+    assert (ack.accepted, ack.duplicates) == (1, 1198)
+    assert ack.rejected == [
+        wire.Rejection(str(rid(1100)), seq_conflict(4, rid(4), rid(1100))),
+        wire.Rejection(str(rid(5000)), seq_conflict(1150, rid(1150), rid(5000))),
+    ]
+    got = await store.readings("dev-1", None, 10_000, None)
+    assert [(r.seq, r.id) for r in got] == [(s, rid(s)) for s in range(1, 1202)]
+
+
+async def test_a_sparse_batch_is_settled_seq_by_seq(store: ReadingStore) -> None:
+    # seqs this far apart are looked up one by one, not as one range
+    await store.store_batch(batch([make(s) for s in (1, 1000, 5000)]))
+    sent = [make(1), make(1000, id_=rid(77)), make(5000), make(9000), make(9999, id_=rid(1))]
+    ack = await store.store_batch(batch(sent))
+    assert (ack.accepted, ack.duplicates) == (1, 2)
+    assert ack.rejected == [
+        wire.Rejection(str(rid(77)), seq_conflict(1000, rid(1000), rid(77))),
+        wire.Rejection(str(rid(1)), id_conflict(rid(1), 1, 9999)),
+    ]
+    got = await store.readings("dev-1", None, 100, None)
+    assert [(r.seq, r.id) for r in got] == [(s, rid(s)) for s in (1, 1000, 5000, 9000)]
+
+
+async def test_many_id_conflicts_in_one_batch(store: ReadingStore) -> None:
+    await store.store_batch(batch(seqs(1200)))
+    moved = [make(2000 + n, id_=rid(n)) for n in range(1, 1201)]
+    ack = await store.store_batch(batch(moved, stream="b"))
+    assert (ack.accepted, ack.duplicates) == (0, 0)
+    assert [r.error for r in ack.rejected] == [
+        id_conflict(rid(n), n, 2000 + n) for n in range(1, 1201)
+    ]
+    assert await store.readings("dev-1", None, 100, "b") == []
 
 
 async def test_same_seq_in_another_stream_or_device_is_new(store: ReadingStore) -> None:

@@ -15,7 +15,6 @@ import os
 import random
 import re
 import select
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from tests.harness import (
     wait_until,
     write_agent_config,
 )
+from tests.requirements import missing, require_programs
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -234,9 +234,7 @@ def _x_desktop() -> Iterator[Desktop | str]:
 @pytest.fixture(scope="module")
 def desktop() -> Iterator[Desktop]:
     """Xvfb plus trayer, for this module's tests; started again once if trayer fails."""
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"missing {', '.join(missing)} (scripts/setup installs them)")
+    require_programs(*TOOLS)
     for attempt in (1, 2):
         with _x_desktop() as desk:
             if isinstance(desk, Desktop):
@@ -249,8 +247,7 @@ def desktop() -> Iterator[Desktop]:
 @pytest.fixture(scope="module")
 def session_bus(desktop: Desktop) -> Iterator[str]:
     """A private D-Bus session bus, which pystray's GTK backend needs."""
-    if shutil.which("dbus-daemon") is None:
-        pytest.skip("no dbus-daemon")
+    require_programs("dbus-daemon")
     bus = subprocess.Popen(
         ["dbus-daemon", "--session", "--nofork", "--print-address=1"],
         stdout=subprocess.PIPE,
@@ -615,11 +612,10 @@ def test_real_agent_gtk_menu(
 @pytest.mark.e2e
 def test_real_agent_quits_when_the_display_goes(procs: list[Proc], tmp_path: Path) -> None:
     """Logout: the X server goes away, and the agent shuts down cleanly instead of lingering."""
-    if shutil.which("Xvfb") is None or shutil.which("trayer") is None:
-        pytest.skip("no Xvfb or trayer")
+    require_programs("Xvfb", "trayer")
     with _x_desktop() as desk:
         if not isinstance(desk, Desktop):
-            pytest.skip(desk)
+            missing(desk)
         _, agent, _, _ = _tray_agent(desk, procs, tmp_path, PYSTRAY_BACKEND="xorg")
     assert agent.popen.wait(20) == 0, agent.output()
     assert "the tray icon's loop ended by itself: quitting" in agent.output()

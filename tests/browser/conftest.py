@@ -21,6 +21,7 @@ from tests.harness import (
     wait_until,
     write_agent_config,
 )
+from tests.requirements import missing
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -130,7 +131,7 @@ def browser() -> Iterator[Browser]:
     """One headless chromium per module: Debian's binary, never a downloaded one."""
     executable = shutil.which("chromium")
     if executable is None:
-        pytest.skip("chromium is not installed (scripts/setup installs it)")
+        missing("chromium is not installed (scripts/setup installs it)")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield chromium

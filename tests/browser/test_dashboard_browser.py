@@ -267,6 +267,8 @@ def test_pause_resume_and_catching_up_with_rate_and_eta(tmp_path: Path, pages: P
             shot(page, "status-catching-up")
             page.locator("#btn-send-now").click()
             expect(page.locator("#action-result")).to_have_text("Sending now.")
+            # closed before the agent stops: a page left open would reconnect to a dead port
+            page.close()
         finally:
             stack.stop()
 

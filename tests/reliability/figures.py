@@ -47,6 +47,13 @@ class Scenario:
     readings: int = 0
     lost: int = 0
     duplicates: int = 0
+    # readings at the collector under another seq or id than the agent committed them with
+    wrong: int = 0
+    # committed readings destroyed by the fault itself (a cut WAL, damaged pages): the
+    # pipeline cannot deliver what the disk no longer holds, and the figures say so
+    lost_to_file_damage: int = 0
+    # readings compared one by one (seq, id, value) with the agent's ledger
+    identity_checked: int = 0
     checked: bool = False
     recoveries_s: list[float] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +77,9 @@ class Scenario:
             "readings": self.readings,
             "lost": self.lost,
             "duplicates": self.duplicates,
+            "wrong_identity": self.wrong,
+            "lost_to_file_damage": self.lost_to_file_damage,
+            "identity_checked": self.identity_checked,
             "checked": self.checked,
             "recovery_to_drained_s": self.recoveries_s,
             "notes": self.notes,

@@ -1,4 +1,9 @@
-"""Plain HTTP for hostile input: any bytes, any headers, and the answer as it comes."""
+"""Plain HTTP for hostile input: any bytes, any headers, and the answer as it comes.
+
+Fuzzed input is counted honestly: a mutation that leaves its input as it was (a value
+replaced by an equal one, a duplicate id in a batch of one) sent nothing hostile, so it is
+noted apart and never counted among the hostile inputs of the figures.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,10 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from tests.reliability.figures import Scenario
+
+UNCHANGED = "unchanged by the mutation, not counted as hostile"
 
 
 @dataclass(frozen=True)
@@ -38,3 +47,21 @@ def request(
         return Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class Fuzzed:
+    """One fuzzed input: the mutation drawn, the bytes to send, and whether they differ from
+    the input the mutation started from."""
+
+    mutation: str
+    body: bytes
+    changed: bool
+
+
+def tally(figures: Scenario, kind: str, fuzzed: Fuzzed) -> None:
+    """Count a fuzzed input as hostile only if its mutation changed it; note the others."""
+    if fuzzed.changed:
+        figures.hostile[f"{kind} ({fuzzed.mutation})"] += 1
+    else:
+        figures.notes[UNCHANGED] = figures.notes.get(UNCHANGED, 0) + 1

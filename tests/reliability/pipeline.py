@@ -1,9 +1,15 @@
 """One agent, one collector and their files, plus the check that ends every scenario.
 
+The agent reads the `counter` source (1, 2, 3…), whose queue keeps a ledger of every reading
+it committed: seq, id and value, in the same transaction as the reading.
+
 The check: stop the agent, restart it with a sensor that reads once (interval 86,400 s) so
-that nothing new piles up, wait for its queue to drain, stop it, then require that the
-collector holds every seq from 1 to the queue's highest ever assigned seq exactly once for
-the stream, and that the queue file holds nothing.
+that nothing new piles up, wait for its queue to drain, stop it, then require
+- by identity: the collector holds exactly the ledger's readings, each once, each under the
+  seq and id the agent gave it and with its value; nothing else in those streams;
+- by seq: every seq from 1 to the queue's highest ever assigned seq exactly once for the
+  stream (this also covers rows written without a ledger, e.g. by the power-loss writer);
+- and that the queue file holds nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ DRAIN_TIMEOUT_S = 60.0 * max(1.0, scale())
 # a busy agent: 100 readings/s, a send every 50 ms, short backoff
 FAST: dict[str, Any] = {
     "device_id": DEVICE,
-    "sensor": {"interval_s": 0.01},
+    "sensor": {"kind": "counter", "interval_s": 0.01},
     "sender": {"interval_s": 0.05, "batch_size": 10, "catchup_batch_size": 500},
     "server": {"timeout_s": 1.0},
     "logs": {"level": "INFO"},
@@ -71,6 +77,55 @@ class Delivery:
     duplicates: int
     queued: int
     dropped: int
+    # by identity, against the ledger: readings checked, and what did not match
+    ledger: int = 0
+    ledger_lost: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Ledger:
+    """What the agent committed, per stream: seq -> (id, value); dropped at the cap apart."""
+
+    streams: dict[str, dict[int, tuple[str, float]]] = field(default_factory=dict)
+    dropped: dict[str, set[int]] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """Readings the ledger holds, dropped ones included."""
+        return sum(len(rows) for rows in self.streams.values())
+
+
+def queue_files(data_dir: Path) -> list[Path]:
+    """The queue file, any file beside it for a newer schema, and any moved aside."""
+    return sorted(
+        p
+        for p in data_dir.glob("queue*")
+        if p.is_file() and not p.name.endswith(("-wal", "-shm", "-journal"))
+    )
+
+
+def read_ledger(data_dir: Path) -> Ledger:
+    """Every ledger row of every queue file in the folder, by stream."""
+    out = Ledger()
+    for path in queue_files(data_dir):
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                (stream,) = db.execute("SELECT value FROM meta WHERE key = 'stream'").fetchone()
+                rows = db.execute("SELECT seq, id, value, dropped FROM ledger").fetchall()
+            db.close()
+        except sqlite3.DatabaseError as err:
+            out.unreadable.append(f"{path.name}: {err}")
+            continue
+        kept = out.streams.setdefault(str(stream), {})
+        dropped = out.dropped.setdefault(str(stream), set())
+        for seq, rid, value, was_dropped in rows:
+            kept[int(seq)] = (str(rid), float(value))
+            if was_dropped:
+                dropped.add(int(seq))
+    return out
 
 
 @dataclass
@@ -78,6 +133,7 @@ class Pipeline:
     """A collector and an agent under one folder; the agent may send through a proxy."""
 
     root: Path
+    database_url: str | None = None
     collector_port: int = field(default_factory=free_port)
     dashboard_port: int = field(default_factory=free_port)
     server_port: int | None = None
@@ -110,7 +166,8 @@ class Pipeline:
 
     def start_collector(self) -> Proc:
         """Start (or restart) the collector on its fixed port and database."""
-        self.collector = start_collector(self.collector_dir, self.collector_port)
+        args = ("--database-url", self.database_url) if self.database_url else ()
+        self.collector = start_collector(self.collector_dir, self.collector_port, *args)
         return self.collector
 
     def start_agent(self, **overrides: Any) -> Proc:
@@ -197,14 +254,52 @@ def stream_readings(collector: Proc, stream: str) -> list[dict[str, Any]]:
 
 
 def count_delivery(collector: Proc, queue: Path) -> Delivery:
-    """Compare the queue file with the collector: lost seqs, duplicates, still queued."""
+    """Compare the queue files with the collector: by identity against the ledger, then
+    by seq for the queue's own stream; duplicates, still queued."""
     stream, highest, queued, dropped = queue_state(queue)
     readings = stream_readings(collector, stream)
     seqs = Counter(int(r["seq"]) for r in readings)
     ids = Counter(r["id"] for r in readings)
     duplicates = sum(n - 1 for n in seqs.values()) + sum(n - 1 for n in ids.values())
     lost = sorted(set(range(1, highest + 1)) - set(seqs))
-    return Delivery(stream, highest, len(readings), lost, duplicates, queued, dropped)
+    delivery = Delivery(stream, highest, len(readings), lost, duplicates, queued, dropped)
+    ledger = read_ledger(queue.parent)
+    # a file moved aside as damaged may be unreadable; the queue in use never
+    assert not [u for u in ledger.unreadable if u.startswith(f"{queue.name}:")], ledger.unreadable
+    for ledger_stream, committed in ledger.streams.items():
+        got = readings if ledger_stream == stream else stream_readings(collector, ledger_stream)
+        check_identity(delivery, ledger_stream, committed, ledger.dropped[ledger_stream], got)
+    return delivery
+
+
+def check_identity(
+    delivery: Delivery,
+    stream: str,
+    committed: dict[int, tuple[str, float]],
+    dropped: set[int],
+    readings: list[dict[str, Any]],
+) -> None:
+    """Each committed reading at the collector once, under its seq and id, with its value."""
+    delivery.ledger += len(committed)
+    stored: dict[int, tuple[str, float]] = {}
+    for r in readings:
+        stored[int(r["seq"])] = (str(r["id"]), float(r["message"]["value"]))
+    values = Counter(value for _, value in committed.values())
+    repeated = [v for v, n in values.items() if n > 1]
+    assert not repeated, f"the counter committed values more than once: {repeated[:10]}"
+    for seq, (rid, value) in sorted(committed.items()):
+        if seq not in stored:
+            if seq not in dropped:
+                delivery.ledger_lost.append(f"{stream}/{seq} value {value:g}")
+        elif stored[seq] != (rid, value):
+            delivery.wrong.append(
+                f"{stream}/{seq}: committed {rid} value {value:g}, collector holds "
+                f"{stored[seq][0]} value {stored[seq][1]:g}"
+            )
+    first = min(committed, default=0)
+    delivery.unknown += [
+        f"{stream}/{seq}" for seq in sorted(stored) if seq >= first and seq not in committed
+    ]
 
 
 def wait_drained(pipe: Pipeline, timeout: float = DRAIN_TIMEOUT_S, below: int = 1) -> float:
@@ -253,13 +348,19 @@ def drain_and_check(pipe: Pipeline, figures: Scenario, capped: bool = False) -> 
         pipe.server_port = saved
     delivery = count_delivery(pipe.collector, pipe.queue_path)
     dropped = delivery.dropped if capped else 0
-    lost = max(0, len(delivery.lost) - dropped)
-    figures.readings += delivery.highest_seq
+    lost = max(0, len(delivery.lost) - dropped, len(delivery.ledger_lost))
+    figures.readings += max(delivery.highest_seq, delivery.ledger)
     figures.lost += lost
-    figures.duplicates += delivery.duplicates
+    figures.duplicates += delivery.duplicates + len(delivery.unknown)
+    figures.wrong += len(delivery.wrong)
+    figures.identity_checked += delivery.ledger
     figures.checked = True
     if delivery.dropped:
         figures.notes["dropped_at_cap"] = delivery.dropped
+    assert delivery.ledger > 0, "the counter's ledger is empty: nothing checked by identity"
+    assert not delivery.ledger_lost, f"committed but never delivered: {delivery.ledger_lost[:10]}"
+    assert not delivery.wrong, f"delivered under the wrong seq or id: {delivery.wrong[:10]}"
+    assert not delivery.unknown, f"never committed, yet at the collector: {delivery.unknown[:10]}"
     assert not lost, (
         f"lost {lost} readings: missing {_ranges(delivery.lost)}, {delivery.dropped} dropped "
         "at the cap"

@@ -8,29 +8,26 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.store import open_store
 from tests.harness import ROOT, wait_until
 from tests.reliability.figures import Scenario, scale, scaled
 from tests.reliability.pipeline import Pipeline, drain_and_check, queue_state, wait_drained
+from tests.requirements import require
 
 SMALL_DISK = "1m"
 CAP = 2000
 
 
 @contextlib.contextmanager
-def small_disk(where: Path) -> Iterator[Path]:
-    """A tmpfs of SMALL_DISK mounted at `where` (root only), unmounted afterwards."""
+def small_disk(where: Path, size: str = SMALL_DISK) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `where` (root only), unmounted afterwards."""
     where.mkdir(parents=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK}", "tmpfs", str(where)], check=True
-    )
+    require(os.geteuid() == 0, "mounting a small tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
     try:
         yield where
     finally:
@@ -80,6 +77,34 @@ def test_full_disk_keeps_the_agent_running(tmp_path: Path, figures: Scenario) ->
             pipe.stop()
 
 
+def test_disk_fills_while_readings_flow_to_the_collector(tmp_path: Path, figures: Scenario) -> None:
+    """commits fail on a full disk while the sender reads and the collector acks"""
+    # room for the WAL to reach its checkpoint size (1,000 pages), until the filler comes
+    with small_disk(tmp_path / "disk", "16m") as disk:
+        pipe = Pipeline(tmp_path)
+        pipe.settings["storage"] = {"path": str(disk / "queue.db")}
+        pipe.settings["sensor"]["interval_s"] = 0.002
+        pipe.settings["sender"].update(interval_s=0.01, batch_size=5)
+        pipe.start_collector()
+        try:
+            pipe.start_agent()
+            wait_until(lambda: pipe.status()["sent_total"] >= 200, 60)
+            for _ in range(scaled(3)):
+                # the disk fills while the sensor adds and the sender reads and acks
+                filler = fill(disk)
+                figures.faults["disk full while delivering"] += 1
+                wait_until(lambda: pipe.status()["storage_problem"] is not None, 30)
+                sent = pipe.status()["sent_total"]
+                time.sleep(0.5)  # many commits fail at the WAL append meanwhile
+                filler.unlink()
+                wait_until(lambda: pipe.status()["storage_problem"] is None, 30)
+                wait_until(lambda: pipe.status()["sent_total"] > sent + 50, 30)  # noqa: B023
+            assert "sensor reading failed" in pipe.agent_log()
+            drain_and_check(pipe, figures)
+        finally:
+            pipe.stop()
+
+
 def test_start_on_a_full_disk_keeps_the_queue(tmp_path: Path, figures: Scenario) -> None:
     """the agent starts on a full disk: the queue is never moved aside, and all of it arrives"""
     with small_disk(tmp_path / "disk") as disk:
@@ -87,7 +112,8 @@ def test_start_on_a_full_disk_keeps_the_queue(tmp_path: Path, figures: Scenario)
         pipe.settings["storage"] = {"path": str(disk / "queue.db")}
         try:
             pipe.start_agent()
-            wait_until(lambda: pipe.status()["pending"] >= 100)
+            # each commit appends about five pages to the WAL: 30 readings fit the small disk
+            wait_until(lambda: pipe.status()["pending"] >= 30)
             assert pipe.agent is not None
             assert pipe.agent.stop() == 0
             _, highest, queued, _ = queue_state(pipe.queue_path)
@@ -114,7 +140,7 @@ def test_start_on_a_full_disk_keeps_the_queue(tmp_path: Path, figures: Scenario)
             pipe.start_agent()
             assert pipe.status()["storage_problem"] is None
             delivery = drain_and_check(pipe, figures)
-            assert delivery.highest_seq > highest >= queued >= 100
+            assert delivery.highest_seq > highest >= queued >= 30
         finally:
             pipe.stop()
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.harness import ROOT, free_port, wait_until, write_agent_config
 from tests.reliability.figures import Scenario
-from tests.reliability.pipeline import Pipeline, drain_and_check, queue_state
+from tests.reliability.pipeline import Pipeline, drain_and_check, queue_state, stream_readings
 from tests.reliability.test_power_loss import Said, run_writer
 from tests.reliability.writer import ADD_ROWS, ADDS_PER_CHECKPOINT
 
@@ -53,8 +53,8 @@ def test_garbage_queue_file_is_kept_aside(tmp_path: Path, figures: Scenario) -> 
         pipe.stop()
 
 
-def test_queue_from_a_future_schema_is_kept_aside(tmp_path: Path, figures: Scenario) -> None:
-    """a queue.db with user_version 99: moved aside with its rows, reported, new queue"""
+def test_queue_from_a_future_schema_is_left_untouched(tmp_path: Path, figures: Scenario) -> None:
+    """a queue.db with user_version 99: left in place byte for byte, a new queue beside it"""
     pipe = Pipeline(tmp_path)
     pipe.queue_path.parent.mkdir(parents=True)
     with sqlite3.connect(pipe.queue_path) as db:
@@ -63,20 +63,68 @@ def test_queue_from_a_future_schema_is_kept_aside(tmp_path: Path, figures: Scena
         db.execute("PRAGMA user_version = 99")
     db.close()
     before = pipe.queue_path.read_bytes()
+    mtime = pipe.queue_path.stat().st_mtime_ns
     figures.faults["queue.db from schema version 99"] += 1
     pipe.start_collector()
     try:
         pipe.start_agent()
         problem = pipe.status()["storage_problem"]
         assert problem is not None
-        assert "newer" in problem
+        assert "newer Pulse" in problem
+        assert "untouched" in problem
         wait_until(lambda: pipe.status()["sent_total"] >= 20)
-        kept = moved_aside(pipe.queue_path, "unsupported")
-        assert kept.read_bytes() == before
-        with sqlite3.connect(kept) as db:
-            assert db.execute("SELECT COUNT(*) FROM queue_v99").fetchone()[0] == 500
-        db.close()
-        assert "unusable" in pipe.agent_log()
+        assert pipe.queue_path.read_bytes() == before
+        assert pipe.queue_path.stat().st_mtime_ns == mtime
+        assert not list(pipe.queue_path.parent.glob("queue.db.*")), "nothing moved or added"
+        assert "written by a newer Pulse" in pipe.agent_log()
+        beside = pipe.queue_path.with_name("queue.v2.db")
+        assert beside.exists()
+        newer = pipe.queue_path
+        pipe.settings["storage"] = {"path": str(beside)}
+        drain_and_check(pipe, figures)
+        assert newer.read_bytes() == before
+    finally:
+        pipe.stop()
+
+
+def _corrupt_pages(path: Path, first: int, count: int) -> None:
+    with path.open("r+b") as f:
+        for page in range(first, first + count):
+            f.seek(page * PAGE)
+            f.write(b"\xde\xad\xbe\xef" * (PAGE // 4))
+
+
+def test_damaged_queue_is_salvaged_and_delivered(tmp_path: Path, figures: Scenario) -> None:
+    """a queue.db with damaged pages: moved aside, every readable reading delivered"""
+    pipe = Pipeline(tmp_path)
+    pipe.start_agent()  # no collector yet: readings pile up in the queue
+    wait_until(lambda: pipe.status()["pending"] >= 3000, 60)
+    assert pipe.agent is not None
+    assert pipe.agent.stop() == 0
+    stream, highest, queued, _ = queue_state(pipe.queue_path)
+    with sqlite3.connect(pipe.queue_path) as db:
+        committed = dict(db.execute("SELECT seq, id FROM queue").fetchall())
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+    db.close()
+    _corrupt_pages(pipe.queue_path, pages // 2, 2)
+    figures.faults["damaged pages in queue.db"] += 1
+    pipe.start_collector()
+    try:
+        pipe.start_agent()
+        problem = pipe.status()["storage_problem"]
+        assert problem is not None
+        assert "readings recovered" in problem
+        wait_until(lambda: pipe.status()["pending"] < 50, 60)
+        assert "salvage of" in pipe.agent_log()
+        # what the collector holds of the old stream: readable readings, under their own seq
+        # and id, each once; the lost ones lie in the ranges the salvage called unreadable
+        old = {r["seq"]: r["id"] for r in stream_readings(pipe.collector, stream)}
+        assert old, "nothing salvaged"
+        assert all(committed[seq] == rid for seq, rid in old.items())
+        unreadable = len(committed) - len(old)
+        assert 0 < unreadable < len(committed) // 4
+        figures.notes["salvaged"] = len(old)
+        figures.lost_to_file_damage += unreadable
         drain_and_check(pipe, figures)
     finally:
         pipe.stop()
@@ -120,6 +168,8 @@ def test_truncated_wal_keeps_every_whole_transaction(tmp_path: Path, figures: Sc
         assert "unusable" not in pipe.agent_log()
         figures.notes["rows_before_cut"] = full
         figures.notes["rows_after_cut"] = left
+        # committed, then cut away with the WAL: no queue can send what the disk lost
+        figures.lost_to_file_damage += full - left
         delivery = drain_and_check(pipe, figures)
         assert delivery.highest_seq > left
     finally:

@@ -25,7 +25,7 @@ from agent import wire
 from collector.store import StoredReading
 from tests.harness import ROOT, Proc, get_json, start_collector, wait_until
 from tests.reliability.figures import Scenario, scaled
-from tests.reliability.hostile import Answer, request
+from tests.reliability.hostile import UNCHANGED, Answer, Fuzzed, request, tally
 from tests.reliability.pipeline import Pipeline, drain_and_check
 
 OPENAPI = ROOT / "docs" / "openapi.yaml"
@@ -154,13 +154,15 @@ MUTATIONS = [
 
 
 @st.composite
-def batches(draw: st.DrawFn) -> tuple[str, bytes]:
-    """A batch in wire shape for a new device, with at most one mutation; its JSON bytes."""
+def batches(draw: st.DrawFn) -> Fuzzed:
+    """A batch in wire shape for a new device, with at most one mutation, as JSON bytes."""
     body: dict[str, Any] = {
         "device_id": f"fuzz-{next(_device_numbers)}",
         "stream": uuid.uuid4().hex,
         "readings": draw(st.lists(readings(), min_size=1, max_size=8)),
     }
+    # the batch before the mutation: some mutations may draw what was already there
+    original = json.dumps(body, allow_nan=True).encode()
     mutation = draw(st.sampled_from(MUTATIONS))
     target: dict[str, Any] = draw(
         st.sampled_from([body, *body["readings"], *(r["message"] for r in body["readings"])])
@@ -183,7 +185,7 @@ def batches(draw: st.DrawFn) -> tuple[str, bytes]:
     encoded = json.dumps(body, allow_nan=True).encode()
     if mutation == "lone surrogate":
         encoded = encoded.replace(b'"fuzz-', b'"\\ud800fuzz-', 1)
-    return mutation, encoded
+    return Fuzzed(mutation, encoded, changed=encoded != original)
 
 
 # --- tests ---------------------------------------------------------------------------------
@@ -197,13 +199,31 @@ def batches(draw: st.DrawFn) -> tuple[str, bytes]:
 )
 @given(batch=batches())
 def test_fuzzed_batches(
-    collector: Proc, openapi: dict[str, Any], figures: Scenario, batch: tuple[str, bytes]
+    collector: Proc, openapi: dict[str, Any], figures: Scenario, batch: Fuzzed
 ) -> None:
     """fuzzed POST /api/v1/readings: never a 5xx, never a partly stored batch"""
-    mutation, body = batch
-    answer = post_and_check(collector, openapi, body)
-    figures.hostile[f"fuzzed batch ({mutation})"] += 1
+    answer = post_and_check(collector, openapi, batch.body)
+    tally(figures, "fuzzed batch", batch)
     figures.notes[f"answer {answer.status}"] = figures.notes.get(f"answer {answer.status}", 0) + 1
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(batch=batches())
+def test_fuzzed_batches_know_whether_they_changed(batch: Fuzzed) -> None:
+    """A "none" mutation never changes a batch; a dropped key or a lone surrogate always does."""
+    if batch.mutation == "none":
+        assert not batch.changed
+    if batch.mutation in ("drop key", "lone surrogate"):
+        assert batch.changed
+
+
+def test_only_changed_input_counts_as_hostile() -> None:
+    scenario = Scenario("t", "hostile_collector", "t")
+    tally(scenario, "fuzzed batch", Fuzzed("drop key", b"{}", changed=True))
+    tally(scenario, "fuzzed batch", Fuzzed("duplicate id", b"{}", changed=False))
+    tally(scenario, "fuzzed batch", Fuzzed("none", b"{}", changed=False))
+    assert scenario.hostile == {"fuzzed batch (drop key)": 1}
+    assert scenario.notes == {UNCHANGED: 2}
 
 
 @settings(
@@ -297,13 +317,24 @@ def test_wrong_content_type(collector: Proc, figures: Scenario) -> None:
 
 
 def test_duplicate_ids_and_backward_seqs(collector: Proc, figures: Scenario) -> None:
-    """duplicate ids within a batch and seqs going backwards: stored once each, counted"""
+    """a repeated id or a reused seq in a batch is a conflict, rejected; backward seqs stored"""
     device = f"dup-{uuid.uuid4().hex[:8]}"
     twin = _reading(seq=1)
     answer = request(collector.port, "POST", PATH, _batch([twin, {**twin, "seq": 2}], device), JSON)
     figures.hostile["duplicate ids in a batch"] += 1
     assert answer.status == 200
-    assert answer.json() == {"accepted": 1, "duplicates": 1, "rejected": []}
+    id_error = (
+        f"id {twin['id']} is already stored as seq 1 of stream s1 of device {device}; "
+        "this reading has seq 2 (id conflict)"
+    )
+    assert answer.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [{"id": twin["id"], "error": id_error}],
+    }
+    answer = request(collector.port, "POST", PATH, _batch([twin], device), JSON)
+    figures.hostile["duplicate ids in a batch"] += 1
+    assert answer.json() == {"accepted": 0, "duplicates": 1, "rejected": []}
     backwards = [_reading(seq=s) for s in (9, 7, 5, 3)]
     answer = request(collector.port, "POST", PATH, _batch(backwards, device), JSON)
     figures.hostile["seq going backwards"] += 1
@@ -311,7 +342,15 @@ def test_duplicate_ids_and_backward_seqs(collector: Proc, figures: Scenario) -> 
     older = [_reading(seq=s) for s in (3, 2)]  # seq 3 again, under a new id
     answer = request(collector.port, "POST", PATH, _batch(older, device), JSON)
     figures.hostile["seq going backwards"] += 1
-    assert answer.json() == {"accepted": 1, "duplicates": 1, "rejected": []}
+    seq_error = (
+        f"seq 3 of stream s1 already holds reading {backwards[3]['id']}; "
+        f"this reading has id {older[0]['id']} (seq conflict)"
+    )
+    assert answer.json() == {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [{"id": older[0]["id"], "error": seq_error}],
+    }
     stored = get_json(f"{collector.url}/api/v1/readings?device_id={device}")
     assert [r["seq"] for r in stored] == [1, 2, 3, 5, 7, 9]
     (summary,) = [

@@ -53,9 +53,11 @@ def _recover(pipe: Pipeline, proxy: FaultProxy, figures: Scenario) -> None:
     figures.recovered(time.monotonic() - started)
 
 
-def test_network_faults_lose_nothing(tmp_path: Path, figures: Scenario) -> None:
+def test_network_faults_lose_nothing(
+    tmp_path: Path, figures: Scenario, collector_db: str | None
+) -> None:
     """latency, resets, black hole, 500/503 with Retry-After, truncation and lost acks"""
-    pipe = Pipeline(tmp_path)
+    pipe = Pipeline(tmp_path, collector_db)
     pipe.settings["server"]["timeout_s"] = TIMEOUT_S
     pipe.settings["sender"]["max_backoff_s"] = 0.3
     pipe.start_collector()
