@@ -13,14 +13,13 @@ from aiohttp import web
 from agent import APP_NAME, __version__
 from agent.config import LiveConfig
 from agent.control import Control
-from agent.dashboard import setup_dashboard
+from agent.dashboard import DASHBOARD, setup_dashboard
 from agent.keys import (
     CONFIG,
     CONTROL,
     HUB,
     LOG_FILES,
     REQUEST_STOP,
-    SENDER,
     SESSION,
     SOURCE,
     STORE,
@@ -47,14 +46,8 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         log_files = app.get(LOG_FILES)
         if log_files is not None and log_files.problem:
             problems.append(log_files.problem)
-        counts = await store.counts()
-        app[HUB].update(
-            pending=counts.pending,
-            sent_total=counts.sent,
-            dropped_total=counts.dropped,
-            dead_total=counts.dead,
-            storage_problem="; ".join(problems) or None,
-        )
+        app[HUB].set_counts(await store.counts())
+        app[HUB].set_start_problem("; ".join(problems) or None)
         yield
 
 
@@ -88,9 +81,19 @@ def _spawn(app: web.Application, name: str, coro: Coroutine[Any, Any, None]) -> 
 
 async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     live = app[CONFIG]
-    sender = Sender(app[STORE], app[HUB], app[SESSION], lambda: live.config)
-    app[SENDER] = sender
-    app[CONTROL] = Control(live, app[HUB], app[STORE], sender, lambda: app[REQUEST_STOP](None))
+    # the pause is Control's; the sender asks it before each batch
+    sender = Sender(
+        app[STORE], app[HUB], app[SESSION], lambda: live.config, is_paused=lambda: control.is_paused
+    )
+    control = Control(
+        live,
+        app[HUB],
+        app[STORE],
+        sender,
+        lambda: app[REQUEST_STOP](None),
+        secret=app[DASHBOARD].auth.secret,
+    )
+    app[CONTROL] = control
     app[WORKERS] = []
     _spawn(
         app,
@@ -114,12 +117,15 @@ def create_app(
     source: Source | None = None,
     request_stop: Callable[[str | None], None] = _raise_stop,
 ) -> web.Application:
-    """Build the agent: dashboard, then store → HTTP session → workers, unwound in reverse."""
+    """Build the agent: store → HTTP session → workers (with Control) → dashboard.
+
+    The contexts unwind in reverse; the dashboard comes last because it goes through Control.
+    """
     app = web.Application()
     app[CONFIG] = live
     app[HUB] = StatusHub()
     app[SOURCE] = source or create_source(live.config.sensor)
     app[REQUEST_STOP] = request_stop
-    setup_dashboard(app)
     app.cleanup_ctx.extend([_store_ctx, _session_ctx, _workers_ctx])
+    setup_dashboard(app, live.loaded)
     return app

@@ -15,17 +15,17 @@ writable.
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 import os
 import plistlib
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
+
+from pulse_common.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -113,19 +113,6 @@ class Autostart(abc.ABC):
         self._repoint()
         logger.info("start at login: %s is gone; now %s", program, self.command[0])
         return True
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # --- Linux (XDG Autostart) ---------------------------------------------------------------
@@ -247,7 +234,7 @@ class LinuxAutostart(Autostart):
 
     def enable(self) -> None:
         """Write the file (over one that was hidden or switched off)."""
-        _write_atomic(self.path, self.render().encode("utf-8"))
+        write_atomic(self.path, self.render().encode("utf-8"))
         logger.info("start at login enabled: %s", self.path)
 
     def disable(self) -> None:
@@ -268,7 +255,7 @@ class LinuxAutostart(Autostart):
         lines = (self._read() or "").splitlines()
         want = f"Exec={exec_value(self.command)}"
         lines = [want if line.startswith("Exec=") else line for line in lines]
-        _write_atomic(self.path, ("\n".join(lines) + "\n").encode("utf-8"))
+        write_atomic(self.path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
 # --- macOS (launchd) ---------------------------------------------------------------------
@@ -311,7 +298,7 @@ class MacAutostart(Autostart):
         return data if isinstance(data, dict) else None
 
     def _write(self, data: dict[str, object]) -> None:
-        _write_atomic(self.path, plistlib.dumps(data))
+        write_atomic(self.path, plistlib.dumps(data))
 
     def is_registered(self) -> bool:
         """True if the plist exists."""

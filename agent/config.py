@@ -1,39 +1,35 @@
-"""Typed settings: load, validate every key, and save atomically."""
+"""Typed settings with their label, help, restart and secret flags; load, validate, save."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import re
 import socket
-import sys
-import tempfile
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
-import platformdirs
+
+from pulse_common.files import write_atomic
+from pulse_common.settings import Problem, SettingsError, parse, section, setting, validate
 
 APP_NAME = "pulse"
 CONFIG_NAME = "config.json"
+# the settings form's first section, which holds the top-level settings
+TOP_SECTION = ("Device", "How this computer names itself to the server.")
 
 PositiveSeconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65_535)]
 Host = Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=r"^[^\s/]+$")]
+BatchSize = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
-class ConfigError(ValueError):
-    """The config file cannot be used; `errors` has one line per bad key."""
+class ConfigError(SettingsError):
+    """The config file cannot be used; `problems` names every bad key, `errors` as lines."""
 
-    def __init__(self, path: Path | None, errors: list[str]):
+    def __init__(self, path: Path | None, problems: list[Problem]):
         self.path = path
-        self.errors = errors
-        where = f"{path}: " if path else ""
-        super().__init__(where + "; ".join(errors))
+        super().__init__(str(path) if path else "", problems)
 
 
 class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -43,20 +39,55 @@ class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class SensorConfig(_Section):
     """Which sensor to read, and how often."""
 
-    kind: Literal["fake_heart_rate", "counter"] = "fake_heart_rate"
-    interval_s: PositiveSeconds = 3.0
-    seed: int | None = None
+    kind: Annotated[
+        Literal["fake_heart_rate", "counter"],
+        setting(
+            "Sensor kind",
+            "The sensor to read: the fake heart rate, or a counter (1, 2, 3…) for checks.",
+            restart=True,
+        ),
+    ] = "fake_heart_rate"
+    interval_s: Annotated[
+        PositiveSeconds, setting("Reading interval (s)", "Seconds between two readings.")
+    ] = 3.0
+    seed: Annotated[
+        int | None,
+        setting(
+            "Random seed",
+            "Makes the fake sensor repeat the same values; empty for different ones each run.",
+            restart=True,
+        ),
+    ] = None
 
 
 class ServerConfig(_Section):
     """Where the collector is and how to reach it."""
 
-    host: Host = "127.0.0.1"
-    port: Port = 8080
-    tls: bool = False
-    path: Annotated[str, msgspec.Meta(pattern=r"^/\S*$")] = "/api/v1/readings"
-    token: str = ""
-    timeout_s: PositiveSeconds = 10.0
+    host: Annotated[Host, setting("Server host", "Name or IP address of the collector.")] = (
+        "127.0.0.1"
+    )
+    port: Annotated[Port, setting("Server port", "TCP port the collector listens on.")] = 8080
+    tls: Annotated[
+        bool, setting("Use HTTPS", "Connect with TLS (https://) instead of plain http://.")
+    ] = False
+    path: Annotated[
+        str,
+        msgspec.Meta(pattern=r"^/\S*$"),
+        setting("Server path", "The URL path readings are POSTed to; starts with /."),
+    ] = "/api/v1/readings"
+    token: Annotated[
+        str,
+        setting(
+            "Server token",
+            "Sent as a Bearer token. Shown masked; leave the mask to keep the current token, "
+            "clear the field to send none.",
+            secret=True,
+        ),
+    ] = ""
+    timeout_s: Annotated[
+        PositiveSeconds,
+        setting("Request timeout (s)", "How long one delivery may take before retry."),
+    ] = 10.0
 
     @property
     def url(self) -> str:
@@ -69,45 +100,126 @@ class ServerConfig(_Section):
 class SenderConfig(_Section):
     """Batching and retry of deliveries."""
 
-    interval_s: PositiveSeconds = 5.0
-    batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10
-    catchup_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
-    max_backoff_s: PositiveSeconds = 60.0
+    interval_s: Annotated[
+        PositiveSeconds, setting("Send interval (s)", "Seconds between deliveries when caught up.")
+    ] = 5.0
+    batch_size: Annotated[
+        BatchSize, setting("Batch size", "Readings per delivery when caught up.")
+    ] = 10
+    catchup_batch_size: Annotated[
+        BatchSize,
+        setting(
+            "Catch-up batch size", "Readings per delivery while a backlog drains after an outage."
+        ),
+    ] = 1000
+    max_backoff_s: Annotated[
+        PositiveSeconds,
+        setting(
+            "Longest retry wait (s)", "Upper bound of the growing wait between failed deliveries."
+        ),
+    ] = 60.0
 
 
 class StorageConfig(_Section):
     """The durable local queue."""
 
-    path: Annotated[str, msgspec.Meta(min_length=1)] = "data/queue.db"
-    max_pending: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
+    path: Annotated[
+        str,
+        msgspec.Meta(min_length=1),
+        setting(
+            "Queue file",
+            "The SQLite file readings wait in; relative to the config file's folder.",
+            restart=True,
+        ),
+    ] = "data/queue.db"
+    max_pending: Annotated[
+        int,
+        msgspec.Meta(ge=1),
+        setting(
+            "Queue limit",
+            "Most readings kept while the server is unreachable; past it the oldest are dropped.",
+        ),
+    ] = 1_000_000
 
 
 class DashboardConfig(_Section):
     """The local web dashboard."""
 
-    host: Host = "127.0.0.1"
-    port: Port = 8765
-    password: str = ""
+    host: Annotated[
+        Host,
+        setting(
+            "Dashboard address",
+            "Address this page listens on. Anything but 127.0.0.1, ::1 or localhost needs a "
+            "password.",
+            restart=True,
+        ),
+    ] = "127.0.0.1"
+    port: Annotated[Port, setting("Dashboard port", "TCP port of this page.", restart=True)] = 8765
+    password: Annotated[
+        str,
+        setting(
+            "Dashboard password",
+            "Also unlocks the controls and settings. Shown masked; leave the mask to keep it.",
+            restart=True,
+            secret=True,
+        ),
+    ] = ""
 
 
 class LogsConfig(_Section):
     """Hour-named log files."""
 
-    dir: Annotated[str, msgspec.Meta(min_length=1)] = "logs"
-    level: LogLevel = "INFO"
-    keep_hours: Annotated[int, msgspec.Meta(ge=1)] = 336
+    dir: Annotated[
+        str,
+        msgspec.Meta(min_length=1),
+        setting(
+            "Logs folder",
+            "Where hour-named log files go; relative to the config file.",
+            restart=True,
+        ),
+    ] = "logs"
+    level: Annotated[
+        LogLevel,
+        setting("Log level", "DEBUG logs every attempt; INFO only changes of state."),
+    ] = "INFO"
+    keep_hours: Annotated[
+        int,
+        msgspec.Meta(ge=1),
+        setting("Keep logs (hours)", "Log files older than this are deleted.", restart=True),
+    ] = 336
 
 
 class Config(_Section):
     """Every setting of the agent; config.json has the same shape."""
 
-    device_id: Annotated[str, msgspec.Meta(max_length=128, pattern=r"^\S*$")] = ""
-    sensor: SensorConfig = msgspec.field(default_factory=SensorConfig)
-    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
-    sender: SenderConfig = msgspec.field(default_factory=SenderConfig)
-    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
-    dashboard: DashboardConfig = msgspec.field(default_factory=DashboardConfig)
-    logs: LogsConfig = msgspec.field(default_factory=LogsConfig)
+    device_id: Annotated[
+        str,
+        msgspec.Meta(max_length=128, pattern=r"^\S*$"),
+        setting(
+            "Device ID",
+            "The name the server files readings under. Leave empty to use pulse-<computer name>.",
+        ),
+    ] = ""
+    sensor: Annotated[SensorConfig, section("Sensor", "Which sensor is read, and how often.")] = (
+        msgspec.field(default_factory=SensorConfig)
+    )
+    server: Annotated[ServerConfig, section("Server", "Where readings are delivered.")] = (
+        msgspec.field(default_factory=ServerConfig)
+    )
+    sender: Annotated[
+        SenderConfig,
+        section("Sending", "How readings are batched, and how failures are retried."),
+    ] = msgspec.field(default_factory=SenderConfig)
+    storage: Annotated[
+        StorageConfig,
+        section("Local queue", "Readings wait here, on disk, until the server has them."),
+    ] = msgspec.field(default_factory=StorageConfig)
+    dashboard: Annotated[DashboardConfig, section("Dashboard", "This page.")] = msgspec.field(
+        default_factory=DashboardConfig
+    )
+    logs: Annotated[LogsConfig, section("Logs", "Hour-named log files.")] = msgspec.field(
+        default_factory=LogsConfig
+    )
 
     @property
     def effective_device_id(self) -> str:
@@ -138,61 +250,17 @@ class LoadedConfig:
         return self.resolve(self.config.logs.dir)
 
 
-def _describe(value: object) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check(cls: type[msgspec.Struct], raw: object, path: str, errors: list[str]) -> None:
-    """Validate `raw` against `cls`, collecting one error per bad key instead of the first."""
-    if not isinstance(raw, dict):
-        errors.append(f"{path}: expected an object, got {_describe(raw)}")
-        return
-    fields = {f.encode_name: f for f in msgspec.structs.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            errors.append(f"{path}.{key}: unknown key (known: {', '.join(fields)})")
-    for name, field in fields.items():
-        if name not in raw:
-            continue
-        sub = f"{path}.{name}"
-        if isinstance(field.type, type) and issubclass(field.type, msgspec.Struct):
-            _check(field.type, raw[name], sub, errors)
-            continue
-        try:
-            msgspec.convert(raw[name], field.type, strict=True)
-        except msgspec.ValidationError as err:
-            problem = str(err).split(" - at `", 1)[0]
-            # msgspec names the found type; the found value itself says more
-            problem = re.sub(r", got `[^`]*`$", "", problem)
-            problem = problem[:1].lower() + problem[1:]
-            choices = (
-                typing.get_args(field.type) if typing.get_origin(field.type) is Literal else ()
-            )
-            if choices:
-                problem = f"expected one of {', '.join(json.dumps(c) for c in choices)}"
-            errors.append(f"{sub}: {problem}, got {_describe(raw[name])}")
-
-
 def parse_config(data: bytes, path: Path | None = None) -> Config:
     """Parse and validate config JSON; raise ConfigError listing every bad key."""
-    try:
-        raw: Any = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(path, [f"$: not valid JSON ({err})"]) from err
-    errors: list[str] = []
-    _check(Config, raw, "$", errors)
-    if errors:
-        raise ConfigError(path, errors)
-    return msgspec.convert(raw, Config, strict=True)
+    config, problems = parse(Config, data)
+    if config is None:
+        raise ConfigError(path, problems)
+    return config
 
 
-def validate_dict(raw: object) -> tuple[Config | None, list[str]]:
-    """Validate an already-parsed object; return the config or the errors."""
-    try:
-        return parse_config(json.dumps(raw).encode()), []
-    except ConfigError as err:
-        return None, err.errors
+def validate_dict(raw: object) -> tuple[Config | None, list[Problem]]:
+    """Validate an already-parsed object; return the config, or None and every problem."""
+    return validate(Config, raw)
 
 
 def load_config(path: Path) -> LoadedConfig:
@@ -200,7 +268,7 @@ def load_config(path: Path) -> LoadedConfig:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise ConfigError(path, [f"$: cannot read the file ({err.strerror})"]) from err
+        raise ConfigError(path, [Problem("$", f"cannot read the file ({err.strerror})")]) from err
     return LoadedConfig(parse_config(data, path), path.resolve())
 
 
@@ -211,58 +279,7 @@ def to_json(config: Config) -> bytes:
 
 def save_config(path: Path, config: Config) -> None:
     """Write atomically: temp file in the same folder, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(to_json(config))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-
-def _is_writable(folder: Path) -> bool:
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
-
-
-def default_config_path(cwd: Path | None = None) -> tuple[Path, str]:
-    """Find config.json when --config is not given, and say why that one.
-
-    Frozen: beside the executable if that folder is writable. From source: the
-    current directory if it has one. Otherwise the per-user config folder.
-    """
-    if getattr(sys, "frozen", False):
-        beside = Path(sys.executable).resolve().parent
-        if _is_writable(beside):
-            return beside / CONFIG_NAME, "beside the executable"
-    else:
-        here = (cwd or Path.cwd()) / CONFIG_NAME
-        if here.is_file():
-            return here, "in the current directory"
-    user = Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
-    return user / CONFIG_NAME, "in the per-user config folder"
-
-
-def ensure_config(path: Path) -> bool:
-    """Create the file with defaults if it does not exist; never touch an existing one."""
-    if path.exists():
-        return False
-    save_config(path, Config())
-    return True
+    write_atomic(path, to_json(config))
 
 
 class LiveConfig:

@@ -1,24 +1,88 @@
-"""The control API that the dashboard and the tray drive the agent through."""
+"""The one way into the running agent: what the dashboard and the tray may see and do."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from agent.config import LiveConfig
+from agent.config import Config, LiveConfig, LoadedConfig, validate_dict
+from agent.security import is_loopback
 from agent.sender import Sender
-from agent.status import Event, StatusHub
+from agent.settings_form import RESTART_KEYS, changed_keys, field_errors, flatten, merge_update
+from agent.status import Event, Info, Listener, SnapshotEvent, Status, StatusHub
 from agent.store import Store
+from pulse_common.logs import set_level
 
 logger = logging.getLogger(__name__)
+
+# what the dashboard shows of the dead letters
+DEAD_LETTERS_SHOWN = 50
+
+
+def dashboard_url(host: str, port: int, secret: str = "") -> str:
+    """The address of a dashboard bound to host:port, from this computer; `secret` unlocks it."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={secret}" if secret else "")
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The settings were saved (or were already so) and what can be applied live was."""
+
+    config: Config
+    changed: list[str]
+    applied_live: list[str]
+    restart_needed: list[str]
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Nothing was saved: {key: problem} for the form's fields, and the rest in `general`."""
+
+    errors: dict[str, str]
+    general: list[str]
+
+
+@dataclass(frozen=True)
+class DropUnconfirmed:
+    """Nothing was saved: the new queue limit drops queued readings, and that needs a yes."""
+
+    problem: str
+    would_drop: int
+
+
+@dataclass(frozen=True)
+class SaveFailed:
+    """Valid, but the file could not be written; nothing changed."""
+
+    error: str
+
+
+SettingsResult = Saved | Invalid | DropUnconfirmed | SaveFailed
+
+
+def would_drop(pending: int, old: Config, new: Config) -> int:
+    """How many queued readings a lower storage.max_pending would drop at the next reading."""
+    cap = new.storage.max_pending
+    # an unchanged or raised cap drops nothing it would not have dropped anyway
+    if cap >= old.storage.max_pending:
+        return 0
+    return max(0, pending - cap)
 
 
 class Control:
     """Actions and state of a running agent; call on the event loop's thread only.
 
     The tray runs on another thread and crosses over with call_soon_threadsafe or
-    run_coroutine_threadsafe.
+    run_coroutine_threadsafe. Restart-only settings keep the values the agent started with.
     """
 
     def __init__(
@@ -28,50 +92,185 @@ class Control:
         store: Store,
         sender: Sender,
         request_stop: Callable[[], None],
+        secret: str = "",
     ):
-        self.live = live
-        self.hub = hub
-        self.store = store
-        self.sender = sender
+        self._live = live
+        self._running = live.loaded
+        self._hub = hub
+        self._store = store
+        self._sender = sender
         self._request_stop = request_stop
-        self.dashboard_url = ""
+        self._secret = secret
+        self._paused = False
+        self._save_lock = asyncio.Lock()
+
+    # --- what it shows -------------------------------------------------------------------
 
     @property
     def is_paused(self) -> bool:
-        """True while sending is paused."""
-        return self.sender.paused
+        """True while sending is paused; the Sender asks before each batch."""
+        return self._paused
+
+    @property
+    def status(self) -> Status:
+        """The current status (read it, never change it)."""
+        return self._hub.status
+
+    @property
+    def config(self) -> Config:
+        """The settings as saved, the live ones included."""
+        return self._live.config
+
+    @property
+    def config_path(self) -> Path:
+        """The config file in use."""
+        return self._live.loaded.path
+
+    @property
+    def running(self) -> LoadedConfig:
+        """The settings the agent started with: restart-only ones are still these."""
+        return self._running
+
+    @property
+    def device_id(self) -> str:
+        """The id readings are sent under: the configured one, else the one the queue keeps."""
+        return self._store.device_for(self.config.device_id)
 
     @property
     def logs_dir(self) -> Path:
-        """The folder of the hour-named log files."""
-        return self.live.loaded.logs_dir
+        """The folder this run writes its hour-named log files to."""
+        return self._running.logs_dir
 
-    def snapshot(self) -> Event:
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's address with this run's secret, as logged at start and in the tray."""
+        cfg = self._running.config.dashboard
+        return dashboard_url(cfg.host, cfg.port, self._secret)
+
+    def restart_needed(self) -> list[str]:
+        """Saved settings that differ from the running ones and only apply after a restart."""
+        before, after = flatten(self._running.config), flatten(self.config)
+        return [key for key in after if key in RESTART_KEYS and before[key] != after[key]]
+
+    def snapshot(self) -> SnapshotEvent:
         """The current status as a snapshot event."""
-        return self.hub.snapshot()
+        return self._hub.snapshot()
+
+    def subscribe(self) -> AsyncIterator[Event]:
+        """A snapshot, then every status event, until the caller stops."""
+        return self._hub.subscribe()
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` on the event loop at every status event; returns the remover."""
+        return self._hub.add_listener(listener)
+
+    def publish_config(self, info: Info) -> None:
+        """Tell every page that the settings changed, with the page's new facts."""
+        self._hub.publish_config(info)
+
+    async def dead_letters(self, limit: int = DEAD_LETTERS_SHOWN) -> list[dict[str, object]]:
+        """The newest dead-lettered readings with the server's reasons."""
+        return await self._store.dead_letters(limit)
+
+    # --- what it does --------------------------------------------------------------------
 
     def send_now(self) -> None:
         """Send the oldest batch at once."""
-        self.sender.send_now()
+        self._sender.send_now()
 
     def pause(self) -> None:
-        """Stop sending; readings keep queueing."""
-        self.sender.pause()
+        """Stop sending; readings keep queueing. A catch-up stops within one batch."""
+        self._paused = True
+        self._hub.set_paused(True)
+        logger.info("sending paused, %d queued", self._store.pending)
+        self._sender.send_now()
 
     def resume(self) -> None:
-        """Start sending again."""
-        self.sender.resume()
+        """Start sending again at once."""
+        if self._paused:
+            self._paused = False
+            self._hub.set_paused(False)
+            logger.info("sending resumed, %d queued", self._store.pending)
+        self._sender.send_now()
 
     async def retry_dead(self) -> int:
         """Move every dead letter back into the queue and send."""
-        moved = await self.store.retry_dead()
-        counts = await self.store.counts()
-        self.hub.update(pending=counts.pending, dead_total=counts.dead)
+        moved = await self._store.retry_dead()
+        self._hub.set_counts(await self._store.counts())
         logger.info("%d dead letters queued again", moved)
-        self.sender.send_now()
+        self._sender.send_now()
         return moved
+
+    async def apply_settings(self, update: dict[str, Any], confirm_drop: bool) -> SettingsResult:
+        """Validate `update` over the current settings, save atomically, apply what is live.
+
+        A storage.max_pending that would drop queued readings is refused unless
+        `confirm_drop`; nothing is written unless the result is Saved.
+        """
+        async with self._save_lock:
+            old = self.config
+            new, errors = validate_dict(merge_update(old, update))
+            if new is None:
+                by_field, general = field_errors(errors)
+                return Invalid(by_field, general)
+            refusal = self._refusal(old, new, confirm_drop)
+            if refusal is not None:
+                return refusal
+            changed = changed_keys(old, new)
+            if changed:
+                failed = await self._save(old, new, changed)
+                if failed is not None:
+                    return failed
+        applied = [key for key in changed if key not in RESTART_KEYS]
+        return Saved(new, changed, applied, self.restart_needed())
 
     def quit(self) -> None:
         """Shut the agent down cleanly."""
         logger.info("quit requested")
         self._request_stop()
+
+    # --- inside --------------------------------------------------------------------------
+
+    def _refusal(self, old: Config, new: Config, confirm_drop: bool) -> SettingsResult | None:
+        """Why a valid config must not be saved as asked, or None to save it."""
+        if not is_loopback(new.dashboard.host) and not new.dashboard.password:
+            # the agent would refuse to start with this; say so now, not at the next start
+            problem = "a network address needs a dashboard password (set dashboard.password)"
+            return Invalid({"dashboard.host": problem}, [])
+        drop = would_drop(self._store.pending, old, new)
+        if drop and not confirm_drop:
+            # losing queued readings is the one edit that cannot be undone: the user must agree
+            problem = (
+                f"lowering the cap to {new.storage.max_pending} would drop the {drop} oldest "
+                f"queued reading{'' if drop == 1 else 's'}; confirm to drop them"
+            )
+            return DropUnconfirmed(problem, drop)
+        return None
+
+    async def _save(self, old: Config, new: Config, changed: list[str]) -> SaveFailed | None:
+        drop = would_drop(self._store.pending, old, new)
+        try:
+            await asyncio.to_thread(self._live.replace, new)
+        except OSError as err:
+            logger.error("cannot save the settings to %s: %s", self.config_path, err)
+            return SaveFailed(f"cannot save {self.config_path}: {err}")
+        self._apply_live(old, new)
+        if drop:
+            logger.warning(
+                "queue limit lowered to %d with confirmation: the %d oldest queued "
+                "readings are dropped",
+                new.storage.max_pending,
+                drop,
+            )
+        logger.info("settings saved from the dashboard: %s", ", ".join(changed))
+        return None
+
+    def _apply_live(self, old: Config, new: Config) -> None:
+        """Put what the workers do not re-read each cycle into force now."""
+        if new.logs.level != old.logs.level:
+            set_level(new.logs.level)
+        if new.storage.max_pending != old.storage.max_pending:
+            self._store.max_pending = new.storage.max_pending
+        # a new address, token or interval should not wait out the current sleep or backoff
+        if (new.server, new.sender, new.device_id) != (old.server, old.sender, old.device_id):
+            self._sender.send_now()

@@ -16,32 +16,23 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from agent import APP_NAME, __version__
-from agent.config import Config, LoadedConfig, validate_dict
-from agent.keys import AUTOSTART, CONFIG, CONTROL, HUB, SENDER, STORE
-from agent.logs import log_file_name, set_level, tail
+from agent.config import LoadedConfig
+from agent.control import DropUnconfirmed, Invalid, Saved, SaveFailed, SettingsResult
+from agent.keys import AUTOSTART, CONTROL
 from agent.resources import resource_path
 from agent.security import (
     Auth,
     add_security_headers,
     create_guard,
     failed_login_delay,
-    is_loopback,
     is_same_origin,
     session_id,
     set_session_cookie,
 )
-from agent.settings_form import (
-    MASK,
-    RESTART_KEYS,
-    SECRET_KEYS,
-    changed_keys,
-    field_errors,
-    flatten,
-    form_sections,
-    masked,
-    merge_update,
-)
-from agent.status import Event
+from agent.settings_form import MASK, SECRET_KEYS, flatten, form_sections, masked
+from agent.status import Event, Info, ReadingEvent, SnapshotEvent, Status
+from pulse_common.http import json_response as _json
+from pulse_common.logs import log_file_name, tail
 
 logger = logging.getLogger(__name__)
 
@@ -68,12 +59,11 @@ class Recent:
         )
 
     def on_event(self, event: Event) -> None:
-        """Hub listener: keep each reading's time and value."""
-        if event["type"] != "reading":
+        """Status listener: keep each reading's time and value."""
+        if not isinstance(event, ReadingEvent):
             return
-        reading = event["reading"]
-        when = dt.datetime.fromisoformat(reading["datetime"]).timestamp()
-        self._points.append((when, float(reading["value"])))
+        when = dt.datetime.fromisoformat(event.reading.datetime).timestamp()
+        self._points.append((when, float(event.reading.value)))
         self._prune(when)
 
     def _prune(self, now: float) -> None:
@@ -92,41 +82,32 @@ class Recent:
 
 
 class Dashboard:
-    """The dashboard's own state: auth, recent readings, open sockets, and the running config."""
+    """The dashboard's own state: auth, recent readings and open sockets."""
 
     def __init__(self, running: LoadedConfig):
-        # restart-only settings keep the values the process started with
-        self.running = running
+        # the address and password it was started with guard it until the restart
         cfg = running.config.dashboard
         self.auth = Auth(cfg.host, cfg.password)
         self.recent = Recent()
         self.sockets: set[web.WebSocketResponse] = set()
-        self.save_lock = asyncio.Lock()
         self.login_lock = asyncio.Lock()
-
-    def restart_needed(self, config: Config) -> list[str]:
-        """Saved settings that differ from the running ones and only apply after a restart."""
-        before, after = flatten(self.running.config), flatten(config)
-        return [key for key in after if key in RESTART_KEYS and before[key] != after[key]]
 
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)
 
 
-def unlock_url(app: web.Application, host: str, port: int) -> str:
-    """The dashboard's address with this run's secret, as printed at start and in the tray."""
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/?token={app[DASHBOARD].auth.secret}"
+class StatusAnswer(msgspec.Struct, kw_only=True, tag_field="type", tag="snapshot"):
+    """GET /api/status: the snapshot event, with the page's fixed facts."""
+
+    seq: int
+    status: Status
+    info: Info
 
 
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=msgspec.json.encode(data), status=status, content_type="application/json"
-    )
+class WsSnapshot(StatusAnswer, kw_only=True, tag="snapshot"):
+    """The first message on /ws: the snapshot, the facts, and the chart's recent readings."""
+
+    recent: dict[str, list[float]]
 
 
 def _bad_request(error: str) -> web.HTTPBadRequest:
@@ -142,33 +123,31 @@ async def _json_body(request: web.Request) -> Any:
         raise _bad_request(f"body is not JSON: {err}") from err
 
 
-def info(app: web.Application) -> dict[str, Any]:
+def info(app: web.Application) -> Info:
     """Where things are and what runs: the page's fixed facts."""
-    dash = app[DASHBOARD]
-    live = app[CONFIG]
-    cfg = live.config
-    return {
-        "app": APP_NAME,
-        "version": __version__,
-        "server_url": cfg.server.url,
+    control = app[CONTROL]
+    # the folders in use until the restart, not the ones saved since
+    running = control.running
+    return Info(
+        app=APP_NAME,
+        version=__version__,
+        server_url=control.config.server.url,
         # the id resolved once and kept in the queue file, not today's host name
-        "device_id": app[STORE].device_for(cfg.device_id)
-        if STORE in app
-        else cfg.effective_device_id,
-        "config_path": str(live.loaded.path),
-        "queue_file": str(dash.running.storage_path),
-        "data_dir": str(dash.running.storage_path.parent),
-        "logs_dir": str(dash.running.logs_dir),
-        "readings_per_min": dash.recent.per_minute(),
-        "restart_needed": dash.restart_needed(cfg),
-    }
+        device_id=control.device_id,
+        config_path=str(control.config_path),
+        queue_file=str(running.storage_path),
+        data_dir=str(running.storage_path.parent),
+        logs_dir=str(control.logs_dir),
+        readings_per_min=app[DASHBOARD].recent.per_minute(),
+        restart_needed=control.restart_needed(),
+    )
 
 
 # --- pages -------------------------------------------------------------------------------
 
 
 async def _autostart_state(app: web.Application) -> bool | None:
-    """HOOK (desktop issue): None hides the start-at-login switch; main sets app[AUTOSTART]."""
+    """HOOK (desktop issue): None hides the start-at-login switch; serve sets app[AUTOSTART]."""
     autostart = app.get(AUTOSTART)
     if autostart is None:
         return None
@@ -200,7 +179,7 @@ async def index(request: web.Request) -> web.Response:
 
 async def settings_page(request: web.Request) -> web.Response:
     """The settings editor."""
-    values = flatten(request.app[CONFIG].config)
+    values = flatten(request.app[CONTROL].config)
     for key in SECRET_KEYS:
         if values[key]:
             values[key] = MASK
@@ -221,7 +200,8 @@ async def health(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     """The status snapshot, with the page's fixed facts under "info"."""
-    return _json({**request.app[HUB].snapshot(), "info": info(request.app)})
+    snapshot = request.app[CONTROL].snapshot()
+    return _json(StatusAnswer(seq=snapshot.seq, status=snapshot.status, info=info(request.app)))
 
 
 async def session(request: web.Request) -> web.Response:
@@ -261,25 +241,14 @@ async def logout(request: web.Request) -> web.Response:
 
 async def get_config(request: web.Request) -> web.Response:
     """The config with its secrets masked."""
-    live = request.app[CONFIG]
+    control = request.app[CONTROL]
     return _json(
         {
-            "config": masked(live.config),
-            "path": str(live.loaded.path),
-            "restart_needed": request.app[DASHBOARD].restart_needed(live.config),
+            "config": masked(control.config),
+            "path": str(control.config_path),
+            "restart_needed": control.restart_needed(),
         }
     )
-
-
-def _apply_live(app: web.Application, old: Config, new: Config) -> None:
-    """Put what the workers do not re-read each cycle into force now."""
-    if new.logs.level != old.logs.level:
-        set_level(new.logs.level)
-    if new.storage.max_pending != old.storage.max_pending:
-        app[STORE].max_pending = new.storage.max_pending
-    # a new address, token or interval should not wait out the current sleep or backoff
-    if (new.server, new.sender, new.device_id) != (old.server, old.sender, old.device_id):
-        app[SENDER].send_now()
 
 
 def _is_drop_confirmed(request: web.Request) -> bool:
@@ -293,33 +262,25 @@ def _is_drop_confirmed(request: web.Request) -> bool:
     raise _bad_request(f'?{CONFIRM_DROP_PARAM}: expected "true", got {got}')
 
 
-def _would_drop(pending: int, old: Config, new: Config) -> int:
-    """How many queued readings a lower storage.max_pending would drop at the next reading."""
-    cap = new.storage.max_pending
-    # an unchanged or raised cap drops nothing it would not have dropped anyway
-    if cap >= old.storage.max_pending:
-        return 0
-    return max(0, pending - cap)
-
-
-def _refusal(
-    app: web.Application, old: Config, new: Config, confirmed: bool
-) -> web.Response | None:
-    """The answer for a valid config that must not be saved as asked, or None to save it."""
-    if not is_loopback(new.dashboard.host) and not new.dashboard.password:
-        # the agent would refuse to start with this; say so now, not at the next start
-        problem = "a network address needs a dashboard password (set dashboard.password)"
-        return _json({"errors": {"dashboard.host": problem}, "general": []}, status=422)
-    drop = _would_drop(app[STORE].pending, old, new)
-    if drop and not confirmed:
-        # losing queued readings is the one edit that cannot be undone: the user must agree
-        problem = (
-            f"lowering the cap to {new.storage.max_pending} would drop the {drop} oldest "
-            f"queued reading{'' if drop == 1 else 's'}; confirm to drop them"
-        )
-        body = {"errors": {"storage.max_pending": problem}, "general": [], "would_drop": drop}
+def _settings_answer(result: SettingsResult) -> web.Response:
+    """The HTTP answer for what Control.apply_settings did."""
+    if isinstance(result, Invalid):
+        return _json({"errors": result.errors, "general": result.general}, status=422)
+    if isinstance(result, DropUnconfirmed):
+        errors = {"storage.max_pending": result.problem}
+        body = {"errors": errors, "general": [], "would_drop": result.would_drop}
         return _json(body, status=409)
-    return None
+    if isinstance(result, SaveFailed):
+        return _json({"error": result.error}, status=500)
+    return _json(
+        {
+            "saved": True,
+            "changed": result.changed,
+            "applied_live": result.applied_live,
+            "restart_needed": result.restart_needed,
+            "config": masked(result.config),
+        }
+    )
 
 
 async def put_config(request: web.Request) -> web.Response:
@@ -332,45 +293,11 @@ async def put_config(request: web.Request) -> web.Response:
     body = await _json_body(request)
     if not isinstance(body, dict):
         return _json({"errors": {}, "general": ["$: expected an object"]}, status=422)
-    app = request.app
-    live = app[CONFIG]
-    dash = app[DASHBOARD]
-    async with dash.save_lock:
-        old = live.config
-        new, errors = validate_dict(merge_update(old, body))
-        if new is None:
-            by_field, general = field_errors(errors)
-            return _json({"errors": by_field, "general": general}, status=422)
-        refusal = _refusal(app, old, new, confirmed)
-        if refusal is not None:
-            return refusal
-        changed = changed_keys(old, new)
-        if changed:
-            drop = _would_drop(app[STORE].pending, old, new)
-            try:
-                await asyncio.to_thread(live.replace, new)
-            except OSError as err:
-                logger.error("cannot save the settings to %s: %s", live.loaded.path, err)
-                return _json({"error": f"cannot save {live.loaded.path}: {err}"}, status=500)
-            _apply_live(app, old, new)
-            if drop:
-                logger.warning(
-                    "queue limit lowered to %d with confirmation: the %d oldest queued "
-                    "readings are dropped",
-                    new.storage.max_pending,
-                    drop,
-                )
-            logger.info("settings saved from the dashboard: %s", ", ".join(changed))
-            app[HUB].publish("config", info=info(app))
-    return _json(
-        {
-            "saved": True,
-            "changed": changed,
-            "applied_live": [key for key in changed if key not in RESTART_KEYS],
-            "restart_needed": dash.restart_needed(new),
-            "config": masked(new),
-        }
-    )
+    control = request.app[CONTROL]
+    result = await control.apply_settings(body, confirm_drop=confirmed)
+    if isinstance(result, Saved) and result.changed:
+        control.publish_config(info(request.app))
+    return _settings_answer(result)
 
 
 async def action(request: web.Request) -> web.Response:
@@ -410,16 +337,16 @@ async def autostart_action(request: web.Request) -> web.Response:
 
 async def logs(request: web.Request) -> web.Response:
     """The last lines of the current hour's log file, without this run's secret."""
-    dash = request.app[DASHBOARD]
     name = log_file_name(LOG_PREFIX, dt.datetime.now())
-    lines = await asyncio.to_thread(tail, dash.running.logs_dir / name, LOG_LINES)
-    secret = dash.auth.secret
+    logs_dir = request.app[CONTROL].logs_dir
+    lines = await asyncio.to_thread(tail, logs_dir / name, LOG_LINES)
+    secret = request.app[DASHBOARD].auth.secret
     return _json({"file": name, "lines": [line.replace(secret, "…") for line in lines]})
 
 
 async def dead_letters(request: web.Request) -> web.Response:
     """The dead-lettered readings with the server's reasons."""
-    return _json({"dead": await request.app[STORE].dead_letters(50)})
+    return _json({"dead": await request.app[CONTROL].dead_letters()})
 
 
 # --- live updates ------------------------------------------------------------------------
@@ -427,12 +354,18 @@ async def dead_letters(request: web.Request) -> web.Response:
 
 async def _pump(ws: web.WebSocketResponse, app: web.Application) -> None:
     """Send the snapshot, then every event, until the socket or the task ends."""
-    events = cast(AsyncGenerator[Event, None], app[HUB].subscribe())
+    events = cast(AsyncGenerator[Event, None], app[CONTROL].subscribe())
     try:
         async for event in events:
-            if event["type"] == "snapshot":
-                event = {**event, "info": info(app), "recent": app[DASHBOARD].recent.columns()}
-            await ws.send_str(msgspec.json.encode(event).decode())
+            message: Event | WsSnapshot = event
+            if isinstance(event, SnapshotEvent):
+                message = WsSnapshot(
+                    seq=event.seq,
+                    status=event.status,
+                    info=info(app),
+                    recent=app[DASHBOARD].recent.columns(),
+                )
+            await ws.send_str(msgspec.json.encode(message).decode())
     except ConnectionResetError:
         pass  # the browser went away mid-send
     finally:
@@ -472,14 +405,17 @@ async def _close_sockets(app: web.Application) -> None:
 
 
 async def _recent_ctx(app: web.Application) -> AsyncIterator[None]:
-    remove = app[HUB].add_listener(app[DASHBOARD].recent.on_event)
+    remove = app[CONTROL].add_listener(app[DASHBOARD].recent.on_event)
     yield
     remove()
 
 
-def setup_dashboard(app: web.Application) -> None:
-    """Register the pages, API, websocket, templates and security on the agent's app."""
-    dash = Dashboard(app[CONFIG].loaded)
+def setup_dashboard(app: web.Application, running: LoadedConfig) -> None:
+    """Register the pages, API, websocket, templates and security on the agent's app.
+
+    Its handlers reach the agent through app[CONTROL] alone, which the workers' context sets.
+    """
+    dash = Dashboard(running)
     app[DASHBOARD] = dash
     app.middlewares.append(create_guard(dash.auth))
     app.on_response_prepare.append(add_security_headers)

@@ -1,4 +1,4 @@
-"""The typed keys of the agent's Application state, shared by app, dashboard and main."""
+"""The typed keys of the agent's Application state; the dashboard reaches the agent by CONTROL."""
 
 from __future__ import annotations
 
@@ -11,23 +11,21 @@ from aiohttp import web
 from agent.autostart import Autostart
 from agent.config import LiveConfig
 from agent.control import Control
-from agent.logs import HourlyFileHandler
-from agent.sender import Sender
 from agent.sources import Source
 from agent.status import StatusHub
 from agent.store import Store
+from pulse_common.logs import HourlyFileHandler
 
 CONFIG = web.AppKey("config", LiveConfig)
 HUB = web.AppKey("hub", StatusHub)
 STORE = web.AppKey("store", Store)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
-SENDER = web.AppKey("sender", Sender)
 SOURCE = web.AppKey("source", Source)
 WORKERS: web.AppKey[list[asyncio.Task[None]]] = web.AppKey("workers")
 # request_stop(None) is a clean quit; request_stop(reason) a fatal error (exit code 1)
 REQUEST_STOP: web.AppKey[Callable[[str | None], None]] = web.AppKey("request_stop")
 CONTROL = web.AppKey("control", Control)
-# start at login (enable/disable/is_enabled); set by main only where it can be offered
+# start at login (enable/disable/is_enabled); set by serve only where it can be offered
 AUTOSTART = web.AppKey("autostart", Autostart)
-# the hour-named log files, when main opened them; their problem shows on the status
+# the hour-named log files, when the command line opened them; their problem shows on the status
 LOG_FILES = web.AppKey("log_files", HourlyFileHandler)

@@ -19,6 +19,8 @@ from collections import OrderedDict
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from pulse_common.http import json_error
+
 logger = logging.getLogger(__name__)
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -164,7 +166,7 @@ def set_session_cookie(request: web.Request, response: web.StreamResponse, sid: 
 
 def _refuse(auth: Auth, kind: str, text: str, request: web.Request) -> web.Response:
     auth.note_refusal(kind, f"{request.method} {request.path} (Host {request.host!r})")
-    return web.json_response({"error": text}, status=403)
+    return json_error(403, text)
 
 
 def _change_problem(request: web.Request, auth: Auth) -> tuple[str, str] | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 import msgspec
 
-from agent import wire
+import pulse_wire as wire
 from agent.config import Config
 from agent.status import State, StatusHub
 from agent.store import QueuedBatch, Store
@@ -102,11 +102,7 @@ def backoff_delay(attempt: int, max_backoff: float, rng: random.Random) -> float
 
 def encode_batch(device_id: str, batch: QueuedBatch) -> bytes:
     """The POST body; the readings are already wire JSON, straight from SQLite."""
-    head = b'{"device_id":%s,"stream":%s,"readings":[' % (
-        wire.encode(batch.device_id or device_id),
-        wire.encode(batch.stream),
-    )
-    return head + ",".join(batch.readings_json).encode() + b"]}"
+    return wire.batch_body(batch.device_id or device_id, batch.stream, batch.readings_json)
 
 
 _FAILURE_STATES = {
@@ -118,9 +114,13 @@ _FAILURE_STATES = {
 }
 
 
+def _never_paused() -> bool:
+    return False
+
+
 class Sender:
-    """Drains the queue to the collector; the dashboard and tray drive it through
-    send_now(), pause() and resume()."""
+    """Drains the queue to the collector; Control wakes it with send_now() and owns the pause,
+    which the Sender asks for (`is_paused`) before each batch."""
 
     def __init__(
         self,
@@ -131,6 +131,7 @@ class Sender:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         in_flight: int = IN_FLIGHT,
+        is_paused: Callable[[], bool] = _never_paused,
     ):
         self._store = store
         self._hub = hub
@@ -145,26 +146,10 @@ class Sender:
         self._down_since: float | None = None
         self._catchup_started: float | None = None
         self._catchup_sent = 0
-        self.paused = False
+        self._is_paused = is_paused
 
-    # control API
     def send_now(self) -> None:
-        """Send at once instead of waiting for the next tick or backoff."""
-        self._wake.set()
-
-    def pause(self) -> None:
-        """Stop sending; readings keep queueing."""
-        self.paused = True
-        self._hub.set_state(State.PAUSED)
-        logger.info("sending paused, %d queued", self._store.pending)
-        self._wake.set()
-
-    def resume(self) -> None:
-        """Start sending again at once."""
-        if self.paused:
-            self.paused = False
-            self._hub.set_state(State.SENDING)
-            logger.info("sending resumed, %d queued", self._store.pending)
+        """Wake up at once: send now, or see that the pause changed."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -172,7 +157,7 @@ class Sender:
         delay = 0.0
         while True:
             await self._sleep(delay)
-            if self.paused:
+            if self._is_paused():
                 delay = 3600.0
                 continue
             try:
@@ -210,8 +195,8 @@ class Sender:
         more = True
         acking: asyncio.Task[None] | None = None
         try:
-            while not self.paused:
-                while more and len(window) < self._in_flight and not self.paused:
+            while not self._is_paused():
+                while more and len(window) < self._in_flight and not self._is_paused():
                     # later batches fly while the collector commits the earlier ones
                     nxt = await self._store.oldest(size, last_seq)
                     if nxt is None or (last_seq and len(nxt) < cfg.batch_size):
@@ -227,7 +212,7 @@ class Sender:
                 if acking is not None:
                     await acking  # acks commit in order, each while later batches fly
                     acking = None
-                if outcome.verdict is Verdict.REJECTED and not self.paused:
+                if outcome.verdict is Verdict.REJECTED and not self._is_paused():
                     # batches behind this one were read past it: drop them, re-read after
                     outcome = await self._bisect(batch, outcome)
                     if outcome.verdict is Verdict.ACKED:
@@ -251,7 +236,7 @@ class Sender:
         Returns the delay after a failure, or None once they are all delivered.
         """
         size = self._get_config().sender.catchup_batch_size
-        while not self.paused and (batch := await self._store.oldest_salvaged(size)):
+        while not self._is_paused() and (batch := await self._store.oldest_salvaged(size)):
             outcome = await self.post(batch)
             if outcome.verdict is Verdict.REJECTED:
                 outcome = await self._bisect(batch, outcome)
@@ -300,9 +285,9 @@ class Sender:
         return interval
 
     def _set_state(self, state: State, detail: str = "") -> None:
-        # a send that was in flight when the user paused must not unpause the display
-        if not self.paused:
-            self._hub.set_state(state, detail)
+        # while paused the hub keeps showing "paused": a send that was in flight when the
+        # user paused does not unpause the display
+        self._hub.set_state(state, detail)
 
     def _limit(self, size: int) -> int:
         return min(size, self._cap) if self._cap else size
@@ -350,15 +335,7 @@ class Sender:
         catching_up = counts.pending >= self._get_config().sender.batch_size
         rate = self._note_catchup(sent, now) if catching_up else None
         self._set_state(State.CATCHING_UP if catching_up else State.SENDING)
-        self._hub.update(
-            pending=counts.pending,
-            sent_total=counts.sent,
-            dead_total=counts.dead,
-            dropped_total=counts.dropped,
-            last_send_at=now,
-            catchup_rate=rate,
-        )
-        self._hub.publish("batch", sent=sent, rejected=len(ack.rejected), pending=counts.pending)
+        self._hub.add_delivery(counts, now, rate, sent=sent, rejected=len(ack.rejected))
 
     def _note_catchup(self, sent: int, now: float) -> float | None:
         if self._catchup_started is None:
@@ -402,7 +379,7 @@ class Sender:
         else:
             logger.debug("attempt %d failed: %s", self._attempt, outcome.reason)
         self._set_state(state, outcome.reason)
-        self._hub.update(last_error=outcome.reason, last_error_at=now, catchup_rate=None)
+        self._hub.add_failure(outcome.reason, now)
         self._attempt += 1
         delay = backoff_delay(self._attempt, cfg.sender.max_backoff_s, self._rng)
         if outcome.retry_after is not None:

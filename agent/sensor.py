@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from agent.sources import Source, StatefulSource
-from agent.status import StatusHub
+from agent.status import LastReading, StatusHub
 from agent.store import Store
 
 logger = logging.getLogger(__name__)
@@ -67,24 +67,19 @@ async def record(
     sample = await source.read()
     if not math.isfinite(sample.value):
         (invalid or InvalidValues()).note(sample.value, sample.unit)
-        hub.update(invalid_total=hub.status.invalid_total + 1)
+        hub.refuse_value()
         return
     when = dt.datetime.now(dt.UTC)
     result = await store.add(when, sample.value, sample.unit, sample.state)
     if isinstance(source, StatefulSource):
         source.restore(sample.state)
-    reading = {
-        "seq": result.seq,
-        "datetime": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "value": sample.value,
-        "unit": sample.unit,
-    }
-    hub.update(
-        pending=store.pending,
-        dropped_total=hub.status.dropped_total + result.dropped,
-        last_reading=reading,
+    reading = LastReading(
+        seq=result.seq,
+        datetime=when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        value=sample.value,
+        unit=sample.unit,
     )
-    hub.publish("reading", reading=reading, pending=store.pending)
+    hub.add_reading(reading, await store.counts())
 
 
 async def run_sensor(
@@ -100,15 +95,13 @@ async def run_sensor(
         source.restore(store.source_state)
     invalid = InvalidValues(clock)
     failing = False
-    # what status.storage_problem said before the disk failed us, to restore afterwards
-    problem_before: str | None = None
     deadline = clock()
     while True:
         try:
             await record(source, store, hub, invalid)
             if failing:
                 logger.info("sensor readings stored again")
-                hub.update(storage_problem=problem_before)
+                hub.set_write_problem(None)
                 failing = False
         except asyncio.CancelledError:
             raise
@@ -118,7 +111,6 @@ async def run_sensor(
                 logger.exception("sensor reading failed; retrying at each tick")
                 failing = True
                 if isinstance(err, sqlite3.Error | OSError):
-                    problem_before = hub.status.storage_problem
-                    hub.update(storage_problem=f"new readings cannot be stored: {err}")
+                    hub.set_write_problem(f"new readings cannot be stored: {err}")
         deadline = next_deadline(deadline, interval(), clock())
         await sleep(max(0.0, deadline - clock()))

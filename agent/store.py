@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import aiosqlite
 
-from agent import wire
+import pulse_wire as wire
 from agent.salvage import Salvage, peek_user_version, salvage_queue
 
 logger = logging.getLogger(__name__)
@@ -87,12 +87,6 @@ CREATE TABLE ledger (
     dropped INTEGER NOT NULL DEFAULT 0
 );
 """
-
-# SQLite builds each reading's wire JSON itself: far cheaper than Python objects per row.
-_READING_JSON = (
-    "json_object('id', id, 'seq', seq, 'datetime', ts, "
-    "'message', json_object('value', value, 'unit', unit))"
-)
 
 T = TypeVar("T")
 Sample = tuple[dt.datetime, float, str]
@@ -422,7 +416,8 @@ class Store:
         """
         async with self._write:
             rows = await self._db.execute_fetchall(
-                f"SELECT seq, id, {_READING_JSON} FROM queue WHERE seq > ? ORDER BY seq LIMIT ?",
+                f"SELECT seq, id, {wire.READING_JSON_SQL} FROM queue WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
                 (after_seq, limit),
             )
         if not rows:
@@ -435,7 +430,7 @@ class Store:
         """The oldest readings recovered from a damaged file, all of one stream, or None."""
         async with self._write:
             rows = await self._db.execute_fetchall(
-                f"SELECT seq, id, {_READING_JSON}, stream, device_id FROM salvage "
+                f"SELECT seq, id, {wire.READING_JSON_SQL}, stream, device_id FROM salvage "
                 "WHERE stream = (SELECT stream FROM salvage ORDER BY rowid LIMIT 1) "
                 "ORDER BY seq LIMIT ?",
                 (limit,),

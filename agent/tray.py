@@ -4,9 +4,8 @@ Threads: `Tray.run()` blocks the main thread in pystray's loop, and menu actions
 They reach the agent only through `call_soon_threadsafe` on the agent's event loop. Status
 changes travel the other way through a queue that pystray's setup thread drains, so the event
 loop never waits on the tray (pystray's X backend blocks the caller until its loop has redrawn).
-
-pystray is imported on first use, not with this module: without a display the import fails
-with whatever the backend raises (Xlib's DisplayNameError, not ImportError).
+`run_with_tray` sets up those two threads. pystray itself and the fixes for its backends are
+in agent.tray_backends.
 """
 
 from __future__ import annotations
@@ -15,28 +14,29 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import logging
 import operator
 import os
 import queue
-import select
 import signal
 import subprocess
 import sys
 import threading
 import webbrowser
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from agent import APP_NAME
 from agent.autostart import Autostart
+from agent.config import LiveConfig
 from agent.control import Control
 from agent.icon import state_icon
-from agent.status import State, Status
+from agent.serve import STOP_SIGNALS, serve
+from agent.status import Event, State, Status
+from agent.tray_backends import icon_class, load_pystray
+from pulse_common.logs import HourlyFileHandler
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +50,6 @@ STATE_LABELS: dict[State, str] = {
     State.REJECTED: "rejected by the server",
     State.PAUSED: "paused",
 }
-
-_X_POLL_S = 0.25
-_WM_CLOSE = 0x0010
-_WM_QUERYENDSESSION = 0x0011
-_WM_ENDSESSION = 0x0016
-_END_SESSION_S = 10.0
 
 OpenUrl = Callable[[str], object]
 OpenFolder = Callable[[Path], None]
@@ -92,140 +86,6 @@ def open_folder(path: Path) -> None:
         return
     opener = "open" if sys.platform == "darwin" else "xdg-open"
     subprocess.Popen([opener, str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def _choose_backend() -> None:
-    # pystray's GTK backends hang in Icon.run() when there is no session bus; plain X works
-    if not sys.platform.startswith("linux") or os.environ.get("PYSTRAY_BACKEND"):
-        return
-    try:
-        import gi  # type: ignore[import-untyped]
-
-        gi.require_version("Gio", "2.0")
-        from gi.repository import Gio  # type: ignore[import-untyped]
-
-        Gio.bus_get_sync(Gio.BusType.SESSION, None)
-    except Exception as err:  # no gi, no bus: both mean the X backend
-        logger.info("no GTK or no D-Bus session (%s): using the plain X tray backend", err)
-        os.environ["PYSTRAY_BACKEND"] = "xorg"
-
-
-@functools.cache
-def load_pystray() -> ModuleType:
-    """Import pystray; raises whatever the backend raises when there is no display."""
-    _choose_backend()
-    import pystray
-
-    logger.info("tray backend: %s", pystray.Icon.__module__)
-    module: ModuleType = pystray
-    return module
-
-
-@functools.cache
-def icon_class() -> type[Any]:
-    """pystray's Icon for this backend, with our fixes (each says which pystray bug)."""
-    base: type[Any] = load_pystray().Icon
-
-    class PulseIcon(base):  # type: ignore[misc]
-        def _run(self) -> None:
-            try:
-                super()._run()
-            except Exception:
-                # pystray's setup thread waits for a ready mark that a failed start never
-                # gives; without it the process could not exit
-                if not self._running:
-                    self._mark_ready()
-                raise
-
-    if hasattr(base, "_create_window"):  # the X backend
-
-        class XIcon(PulseIcon):
-            _stopped = False
-
-            def _create_window(self) -> Any:
-                # pystray 0.19.5 never selects ButtonPress, so clicks are lost (issue 151)
-                import Xlib.X
-
-                window = super()._create_window()
-                mask = Xlib.X.ExposureMask | Xlib.X.StructureNotifyMask | Xlib.X.ButtonPressMask
-                window.change_attributes(event_mask=mask)
-                return window
-
-            def _assert_docked(self) -> None:
-                # pystray asks to dock on every icon update and show; a second request for
-                # a window already docked makes trayer drop it back onto the root window
-                if not self._systray_manager:
-                    super()._assert_docked()
-
-            def _stop(self) -> None:
-                super()._stop()
-                self._stopped = True
-
-            def __del__(self) -> None:
-                # collected after the X server went away (logout, a test's Xvfb), closing the
-                # display raises; there is nothing left to undo
-                with contextlib.suppress(Exception):
-                    super().__del__()
-
-            def _mainloop(self) -> None:
-                try:
-                    super()._mainloop()
-                finally:
-                    # a thread still waiting for the loop to run its request (the display
-                    # went away meanwhile) would wait forever and keep the process alive
-                    self._queue.put((RuntimeError, RuntimeError("the tray loop ended"), None))
-
-            def _events(self) -> Iterator[Any]:
-                # pystray blocks in next_event(), and python-xlib sometimes misses the wake-up
-                # when another thread flushed meanwhile: the loop then never sees the message
-                # that shows or stops the icon. Polling recovers within a fraction of a second.
-                display = self._display
-                while not self._stopped:
-                    if display.pending_events():
-                        yield display.next_event()
-                    else:
-                        select.select([display], [], [], _X_POLL_S)
-
-        return XIcon
-
-    if hasattr(base, "_on_taskbarcreated"):  # the Windows backend
-
-        class WinIcon(PulseIcon):
-            def __init__(self, *args: Any, **kwargs: Any) -> None:
-                super().__init__(*args, **kwargs)
-                # pystray answers 0 to every other message: WM_CLOSE (taskkill) is lost, and
-                # WM_QUERYENDSESSION reads as "do not log off"
-                self._message_handlers.update(
-                    {
-                        _WM_CLOSE: lambda _w, _l: self.pulse_quit(0.0),
-                        _WM_QUERYENDSESSION: lambda _w, _l: 1,
-                        # Windows ends the process when this returns: stop cleanly first
-                        _WM_ENDSESSION: lambda w, _l: w and self.pulse_quit(_END_SESSION_S),
-                    }
-                )
-
-        return WinIcon
-
-    if hasattr(base, "_initialize"):  # the GTK and AppIndicator backends
-
-        class GtkIcon(PulseIcon):
-            def _initialize(self) -> None:
-                # pystray resets SIGINT to the default (kill at once); keep our clean quit
-                handler = signal.getsignal(signal.SIGINT)
-                super()._initialize()
-                if threading.current_thread() is threading.main_thread() and handler is not None:
-                    signal.signal(signal.SIGINT, handler)
-
-            def _finalize(self) -> None:
-                # hiding notifications fails without a notification service; nothing to hide
-                try:
-                    super()._finalize()
-                except Exception as err:
-                    logger.debug("tray clean-up: %s", err)
-
-        return GtkIcon
-
-    return PulseIcon
 
 
 class Tray:
@@ -289,20 +149,18 @@ class Tray:
 
     def attach(self, loop: asyncio.AbstractEventLoop, control: Control) -> Callable[[], None]:
         """Follow the agent's status; call on the event loop. Returns the detach function."""
-        cfg = control.live.config.dashboard
-        self._url = control.dashboard_url or f"http://{cfg.host}:{cfg.port}/"
+        self._url = control.dashboard_url
         self._logs_dir = control.logs_dir
-        hub = control.hub
         last: list[View] = []
 
-        def on_event(_event: dict[str, Any]) -> None:
-            view = view_of(hub.status, control.is_paused)
+        def on_event(_event: Event | None = None) -> None:
+            view = view_of(control.status, control.is_paused)
             if not last or view != last[0]:
                 last[:] = [view]
                 self._updates.put(view)
 
-        remove = hub.add_listener(on_event)
-        on_event({})
+        remove = control.add_listener(on_event)
+        on_event()
         with self._lock:
             self._loop, self._control = loop, control
             if self._quit_requested:
@@ -444,3 +302,40 @@ class Tray:
                 self._quit_requested = True  # attach() passes it on
                 return
         self._call(operator.methodcaller("quit"))
+
+
+def run_with_tray(
+    tray: Tray, live: LiveConfig, autostart: Autostart, log_files: HourlyFileHandler | None = None
+) -> int:
+    """The tray on this (main) thread, asyncio in one other; returns the exit code."""
+    exit_code = [1]
+
+    def attach(control: Control) -> None:
+        tray.attach(asyncio.get_running_loop(), control)
+
+    def run_agent() -> None:
+        try:
+            exit_code[0] = asyncio.run(serve(live, autostart, on_ready=attach, log_files=log_files))
+        except Exception:
+            logger.exception("the agent stopped unexpectedly")
+        finally:
+            tray.stop()
+
+    # signals reach only the main thread; the tray passes them on to the loop as a quit
+    previous = {sig: signal.signal(sig, lambda *_: tray.quit()) for sig in STOP_SIGNALS}
+    agent = threading.Thread(target=run_agent, name="agent-loop")
+    agent.start()
+    try:
+        tray.run()
+    except Exception:
+        logger.exception("the tray icon failed: running headless")
+    else:
+        if not tray.was_stopped:
+            # the display went away (logout, X server gone): nobody can reach us any more
+            logger.warning("the tray icon's loop ended by itself: quitting")
+            tray.quit()
+    while agent.is_alive():
+        agent.join(0.5)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    return exit_code[0]

@@ -14,7 +14,6 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.logs import open_logging
 from collector import APP_NAME, __version__
 from collector.app import create_app
 from collector.config import (
@@ -25,6 +24,7 @@ from collector.config import (
     resolve_paths,
     with_overrides,
 )
+from pulse_common.logs import open_logging
 
 logger = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from collector.alerts.worker import alerts_context
 from collector.config import CollectorConfig
 from collector.errors import error_middleware
 from collector.handlers import CONFIG, STORE, get_devices, get_readings, healthz, post_readings
-from collector.store import Clock, ReadingStore, utc_now
-from collector.store_postgres import PostgresStore
+from collector.store import Clock, ReadingStore, StoreError, utc_now
 from collector.store_sqlite import SqliteStore
 
 logger = logging.getLogger(__name__)
@@ -25,6 +25,13 @@ async def open_store(
     """PostgreSQL when database_url is set, else the SQLite file `db`; closed on exit."""
     store: ReadingStore
     if config.database_url:
+        # imported here: a SQLite-only install needs no PostgreSQL driver
+        try:
+            from collector.store_postgres import PostgresStore
+        except ImportError as err:
+            raise StoreError(
+                f"PostgreSQL needs asyncpg ({err}): pip install 'pulse-agent[postgres]'"
+            ) from err
         store = await PostgresStore.open(config.database_url, clock=clock)
     else:
         store = await SqliteStore.open(config.db, clock=clock)
@@ -46,10 +53,12 @@ def _store_context(
 
 
 def create_app(config: CollectorConfig, *, clock: Clock = utc_now) -> web.Application:
-    """Build the collector: routes, JSON errors, and the store opened at startup."""
+    """Build the collector: routes, JSON errors, the store opened at startup, then alerts."""
     app = web.Application(client_max_size=config.body_limit_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
     app.cleanup_ctx.append(_store_context(config, clock))
+    if config.alerts.rules:
+        app.cleanup_ctx.append(alerts_context(config, clock))
     app.router.add_post("/api/v1/readings", post_readings)
     app.router.add_get("/api/v1/readings", get_readings)
     app.router.add_get("/api/v1/devices", get_devices)

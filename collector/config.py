@@ -3,127 +3,164 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from agent.wire import DeviceId
+from collector.alerts.rules import ChannelName, Rule
+from collector.alerts.validation import alerts_problems, without_items
+from pulse_common.settings import Problem, SettingsError, expecting, problems, section, setting
+from pulse_wire import DeviceId
 
 Port = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
 Host = Annotated[
     str,
-    msgspec.Meta(
-        min_length=1, max_length=253, pattern=r"^[^\s/]+$", description="a host name or address"
-    ),
+    msgspec.Meta(min_length=1, max_length=253, pattern=r"^[^\s/]+$"),
+    expecting("a host name or address"),
 ]
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 DatabaseUrl = Annotated[
-    str,
-    msgspec.Meta(pattern=r"^(postgres(ql)?://\S*)?$", description='a postgresql:// URL, or ""'),
+    str, msgspec.Meta(pattern=r"^(postgres(ql)?://\S*)?$"), expecting('a postgresql:// URL, or ""')
 ]
 Token = Annotated[
     str,
-    msgspec.Meta(
-        min_length=1, max_length=1024, pattern=r"^\S+$", description="a token without spaces"
-    ),
+    msgspec.Meta(min_length=1, max_length=1024, pattern=r"^\S+$"),
+    expecting("a token without spaces"),
 ]
+TokenDeviceId = Annotated[DeviceId, msgspec.Meta(title="device id")]
 BodyLimit = Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 MIB = 1024 * 1024
 
 
-class ConfigError(ValueError):
-    """The settings cannot be used; `errors` has one line per bad key, each naming it."""
+class ConfigError(SettingsError):
+    """The settings cannot be used; `problems` names every bad key, `errors` as lines."""
 
-    def __init__(self, source: str, errors: list[str]):
+    def __init__(self, source: str, problems: list[Problem]):
         self.source = source
-        self.errors = errors
-        super().__init__(f"{source}: " + "; ".join(errors))
+        super().__init__(source, problems)
 
 
+class AlertsConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Alert rules and the channels they notify; seeded into the database at start."""
+
+    channels: Annotated[
+        dict[ChannelName, list[str]],
+        expecting("an object of channel name to a list of Apprise URLs"),
+        setting(
+            "Channels",
+            'Named lists of Apprise URLs, e.g. {"ops": ["json://host/hook"]}.',
+            restart=True,
+        ),
+    ] = msgspec.field(default_factory=dict)
+    rules: Annotated[
+        list[Rule],
+        setting("Rules", "Alert rules: above, below or silent, with for_s.", restart=True),
+    ] = msgspec.field(default_factory=list)
+    interval_s: Annotated[
+        float,
+        msgspec.Meta(ge=0.05, le=3600),
+        setting("Evaluate every (s)", "How often the rules are evaluated.", restart=True),
+    ] = 5.0
+
+
+# The collector reads its settings once, at start: every change needs a restart.
 class CollectorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Every setting of the collector; a config file has the same shape."""
 
-    host: Host = "127.0.0.1"
-    port: Port = 8080
-    # SQLite file, used when database_url is empty
-    db: NonEmpty = "data/collector.db"
-    # postgresql://user@host/db selects PostgreSQL instead of SQLite
-    database_url: DatabaseUrl = ""
-    body_limit_bytes: BodyLimit = 4 * MIB
-    # device_id -> bearer token; empty means no authentication
-    tokens: dict[DeviceId, Token] = msgspec.field(default_factory=dict)
-    logs_dir: NonEmpty = "logs"
-    log_level: LogLevel = "INFO"
-    keep_hours: Annotated[int, msgspec.Meta(ge=1)] = 336
+    host: Annotated[
+        Host, setting("Listen address", "Address the collector listens on.", restart=True)
+    ] = "127.0.0.1"
+    port: Annotated[
+        Port,
+        setting("Port", "TCP port the collector listens on; 0 picks a free one.", restart=True),
+    ] = 8080
+    db: Annotated[
+        NonEmpty,
+        setting(
+            "SQLite file",
+            "The database file, used when the PostgreSQL URL is empty; relative to the "
+            "config file's folder.",
+            restart=True,
+        ),
+    ] = "data/collector.db"
+    database_url: Annotated[
+        DatabaseUrl,
+        setting(
+            "PostgreSQL URL",
+            "postgresql://user@host/db selects PostgreSQL instead of SQLite; empty for SQLite.",
+            restart=True,
+        ),
+    ] = ""
+    body_limit_bytes: Annotated[
+        BodyLimit,
+        setting(
+            "Body limit (bytes)",
+            "Largest request body accepted; a bigger one is refused with 413.",
+            restart=True,
+        ),
+    ] = 4 * MIB
+    tokens: Annotated[
+        dict[TokenDeviceId, Token],
+        expecting("an object of device id to token"),
+        setting(
+            "Device tokens",
+            "The bearer token each device must send; empty means no authentication.",
+            restart=True,
+            secret=True,
+        ),
+    ] = msgspec.field(default_factory=dict)
+    logs_dir: Annotated[
+        NonEmpty,
+        setting(
+            "Logs folder",
+            "Where hour-named log files go; relative to the config file's folder.",
+            restart=True,
+        ),
+    ] = "logs"
+    log_level: Annotated[
+        LogLevel,
+        setting(
+            "Log level",
+            "DEBUG also logs every stored batch; INFO logs starts, stops and refusals.",
+            restart=True,
+        ),
+    ] = "INFO"
+    keep_hours: Annotated[
+        int,
+        msgspec.Meta(ge=1),
+        setting("Keep logs (hours)", "Log files older than this are deleted.", restart=True),
+    ] = 336
+    alerts: Annotated[
+        AlertsConfig,
+        section("Alerts", "Rules over the readings, and where their notifications go."),
+    ] = msgspec.field(default_factory=AlertsConfig)
 
 
-def _describe(value: object) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _expected(kind: Any, err: msgspec.ValidationError) -> str:
-    """msgspec's complaint as `expected …`, in the words of the type's description if any."""
-    text = str(err).partition(" - at `")[0].replace("`", "")
-    if text.startswith("Invalid enum value"):
-        return "expected one of " + ", ".join(map(str, get_args(kind)))
-    if "matching regex" in text:
-        for meta in get_args(kind)[1:]:
-            if isinstance(meta, msgspec.Meta) and meta.description:
-                return f"expected {meta.description}"
-    # the caller shows the value itself, which says more than msgspec's name of its type
-    text = re.sub(r", got \w+$", "", text)
-    return text[:1].lower() + text[1:]
-
-
-def _check_value(kind: Any, value: object, path: str, errors: list[str]) -> None:
+def validate_config(raw: object) -> tuple[CollectorConfig | None, list[Problem]]:
+    """`raw` as a CollectorConfig, or None and every problem, the alerts' items included."""
+    # the shared walk stops at arrays: the alert rules and URLs get a walk of their own
+    found = problems(CollectorConfig, without_items(raw)) + alerts_problems(raw)
+    if found:
+        return None, found
     try:
-        msgspec.convert(value, kind, strict=True)
+        return msgspec.convert(raw, CollectorConfig, strict=True), []
     except msgspec.ValidationError as err:
-        errors.append(f"{path}: {_expected(kind, err)}, got {_describe(value)}")
-
-
-def _check_tokens(value: object, errors: list[str]) -> None:
-    if not isinstance(value, dict):
-        errors.append(f"$.tokens: expected an object of device id to token, got {_describe(value)}")
-        return
-    for device_id, token in value.items():
-        path = f"$.tokens[{_describe(device_id)}]"
-        _check_value(DeviceId, device_id, f"{path} (device id)", errors)
-        _check_value(Token, token, path, errors)
-
-
-def check_dict(raw: object) -> list[str]:
-    """Return one error per bad key of a parsed config object, or [] if it is valid."""
-    if not isinstance(raw, dict):
-        return [f"$: expected an object, got {_describe(raw)}"]
-    fields = {f.encode_name: f for f in msgspec.structs.fields(CollectorConfig)}
-    errors: list[str] = []
-    for key, value in raw.items():
-        field = fields.get(key)
-        if field is None:
-            errors.append(f"$.{key}: unknown key (known: {', '.join(fields)})")
-        elif key == "tokens":
-            _check_tokens(value, errors)
-        else:
-            _check_value(field.type, value, f"$.{key}", errors)
-    return errors
+        return None, [Problem("$", str(err))]
 
 
 def parse_config(data: bytes, source: str = "config") -> CollectorConfig:
     """Parse and validate config JSON; raise ConfigError naming every bad key."""
     try:
-        raw: Any = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(source, [f"$: not valid JSON ({err})"]) from err
-    errors = check_dict(raw)
-    if errors:
-        raise ConfigError(source, errors)
-    return msgspec.convert(raw, CollectorConfig, strict=True)
+        raw: object = json.loads(data)
+    except ValueError as err:  # UnicodeDecodeError is one too
+        raise ConfigError(source, [Problem("$", f"not valid JSON ({err})")]) from err
+    config, found = validate_config(raw)
+    if config is None:
+        raise ConfigError(source, found)
+    return config
 
 
 def resolve_path(value: str, folder: Path) -> str:
@@ -146,7 +183,8 @@ def load_config(path: Path) -> CollectorConfig:
     try:
         data = path.read_bytes()
     except OSError as err:
-        raise ConfigError(str(path), [f"$: cannot read the file ({err.strerror})"]) from err
+        problem = Problem("$", f"cannot read the file ({err.strerror})")
+        raise ConfigError(str(path), [problem]) from err
     return resolve_paths(parse_config(data, str(path)), path.resolve().parent)
 
 
@@ -156,7 +194,7 @@ def with_overrides(
     """A copy with some keys replaced, validated like a file; ConfigError names the key."""
     raw = msgspec.to_builtins(config)
     raw.update(overrides)
-    errors = check_dict(raw)
-    if errors:
-        raise ConfigError(source, errors)
-    return msgspec.convert(raw, CollectorConfig, strict=True)
+    new, found = validate_config(raw)
+    if new is None:
+        raise ConfigError(source, found)
+    return new

@@ -13,8 +13,8 @@ from __future__ import annotations
 import uuid
 from typing import NamedTuple
 
-from agent.wire import Ack, Batch, Reading, Rejection
 from collector.store import StoreError
+from pulse_wire import Ack, Batch, Reading, Rejection
 
 # a batch whose seqs span at most this many times its length is looked up as one seq range
 # (one index range scan); a sparser one seq by seq, so a hostile batch cannot make the

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from agent.wire import ErrorBody, encode
+from pulse_common.http import json_error
 
 logger = logging.getLogger(__name__)
 
 # headers of an HTTPException worth keeping, e.g. Allow on a 405
 KEPT_HEADERS = (hdrs.ALLOW, hdrs.WWW_AUTHENTICATE, hdrs.RETRY_AFTER)
-
-
-def json_error(status: int, text: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    """A JSON ErrorBody answer with this status."""
-    return web.Response(
-        status=status,
-        body=encode(ErrorBody(error=text)),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 @web.middleware

@@ -8,12 +8,12 @@ from typing import Annotated
 import msgspec
 from aiohttp import hdrs, web
 
-from agent.wire import DeviceId, StreamId, WireError, decode_batch, encode
 from collector import APP_NAME, __version__
 from collector.auth import bearer_token, is_authorized
 from collector.config import CollectorConfig
-from collector.errors import json_error
 from collector.store import ReadingStore
+from pulse_common.http import json_error, json_response
+from pulse_wire import DeviceId, StreamId, WireError, decode_batch
 
 logger = logging.getLogger(__name__)
 
@@ -28,14 +28,10 @@ class ReadingsQuery(msgspec.Struct, forbid_unknown_fields=True):
     """The query string of GET /api/v1/readings."""
 
     device_id: DeviceId
-    since: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    # not `int | None`: the lax conversion of a query string would read `since=null` as None
+    since: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT
     stream: StreamId | None = None
-
-
-def json_response(obj: object) -> web.Response:
-    """A 200 answer with `obj` encoded as JSON by msgspec."""
-    return web.Response(body=encode(obj), content_type="application/json")
 
 
 def _refuse(request: web.Request, status: int, text: str) -> web.Response:
@@ -99,7 +95,12 @@ async def get_devices(request: web.Request) -> web.StreamResponse:
 
 async def get_readings(request: web.Request) -> web.StreamResponse:
     """A device's readings with seq > since, ordered by (stream, seq), at most `limit`."""
-    raw = {key: value for key, value in request.query.items() if value != ""}
+    # an empty value is a mistake to name, not a parameter to drop: dropping `stream=` would
+    # silently widen the answer to every stream of the device
+    empty = next((key for key, value in request.query.items() if value == ""), None)
+    if empty is not None:
+        return _refuse(request, 400, f"query parameter {empty}: must not be empty")
+    raw = {key: value for key, value in request.query.items()}
     try:
         query = msgspec.convert(raw, ReadingsQuery, strict=False)
     except msgspec.ValidationError as err:

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import msgspec
 
-from agent.wire import Ack, Batch, Reading
+from pulse_wire import Ack, Batch, Reading
 
 SCHEMA_VERSION = 1
 

@@ -8,8 +8,6 @@ from typing import Any, cast
 
 import asyncpg
 
-from agent.wire import Ack, Batch, Message, Reading
-from collector.checks import split_batch
 from collector.conflicts import Stored, StoredKey, seq_range, settle, unplaced
 from collector.store import (
     DEVICES,
@@ -21,6 +19,7 @@ from collector.store import (
     summarize,
     utc_now,
 )
+from pulse_wire import Ack, Batch, Message, Reading, split_batch
 
 logger = logging.getLogger(__name__)
 

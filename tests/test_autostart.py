@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+# the console script pulse-agent imports the same function
+from agent.__main__ import main
 from agent.autostart import (
     APPROVED_KEY,
     RUN_KEY,
@@ -27,7 +29,6 @@ from agent.autostart import (
     parse_exec_value,
     windows_command_line,
 )
-from agent.main import main
 from tests.requirements import missing
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,15 +51,6 @@ def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert done.returncode == 0, done.stdout + done.stderr
     assert exe.is_file(), done.stdout + done.stderr
     return exe
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Processes a test started; killed at the end whatever happened."""
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 def _env() -> dict[str, str]:

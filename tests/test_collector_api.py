@@ -15,32 +15,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from agent import wire
+import pulse_wire as wire
 from collector import APP_NAME, __version__
 from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.errors import error_middleware
+from tests.conftest import reading, rid
 
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[..., Awaitable[Client]]
 URL = "/api/v1/readings"
 DEVICE = "dev-1"
 STREAM = "0123456789abcdef0123456789abcdef"
-
-
-def rid(n: int) -> str:
-    return f"01900000-0000-7000-8000-{n:012x}"
-
-
-def reading(seq: int, value: float = 72, id_: int | None = None, **extra: Any) -> dict[str, Any]:
-    when = extra.pop("when", dt.datetime.now(dt.UTC) - dt.timedelta(seconds=60))
-    return {
-        "id": rid(seq if id_ is None else id_),
-        "seq": seq,
-        "datetime": when.isoformat(),
-        "message": {"value": value, "unit": "bpm"},
-        **extra,
-    }
 
 
 def body(readings: list[dict[str, Any]], device: str = DEVICE) -> dict[str, Any]:
@@ -319,7 +305,7 @@ async def test_readings_query_filters_and_pages(client: Client) -> None:
     tail = await get_readings(client, f"device_id={DEVICE}&stream={STREAM}&since=1199")
     assert [r["seq"] for r in tail] == [1200, 1201]
     assert await get_readings(client, "device_id=nobody") == []
-    everything = await get_readings(client, f"device_id={DEVICE}&limit=10000&since=")
+    everything = await get_readings(client, f"device_id={DEVICE}&limit=10000&since=0")
     assert len(everything) == 1202
 
 
@@ -377,3 +363,68 @@ async def test_store_failure_is_a_500_not_an_ack(
     status, error = await post(client, body([reading(1)]))
     assert status == 500
     assert "accepted" not in error
+
+
+# --- what schemathesis found (tests/test_openapi_schemathesis.py) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        (f"device_id={DEVICE}&stream=", "stream"),
+        (f"device_id={DEVICE}&since=", "since"),
+        (f"device_id={DEVICE}&limit=", "limit"),
+        ("device_id=", "device_id"),
+        (f"device_id={DEVICE}&stream={STREAM}&stream=", "stream"),
+    ],
+)
+async def test_an_empty_query_parameter_is_400_naming_it(
+    client: Client, query: str, name: str
+) -> None:
+    """ST201: `stream=` is refused, not dropped (which answered every stream of the device)."""
+    await post(client, body([reading(1)]))
+    resp = await client.get(f"{URL}?{query}")
+    assert resp.status == 400
+    assert await resp.json() == {"error": f"query parameter {name}: must not be empty"}
+
+
+async def test_since_null_is_400_not_everything(client: Client) -> None:
+    await post(client, body([reading(1)]))
+    resp = await client.get(f"{URL}?device_id={DEVICE}&since=null")
+    assert resp.status == 400
+    assert "query parameter since" in (await resp.json())["error"]
+
+
+async def test_a_seq_with_a_zero_fraction_is_stored_as_that_integer(client: Client) -> None:
+    """ST202: 6689.0 is the integer 6689, as the document's schema language says."""
+    sent = reading(6689)
+    sent["seq"] = 6689.0
+    stored = await post(client, body([sent]))
+    assert stored == (200, {"accepted": 1, "duplicates": 0, "rejected": []})
+    assert [r["seq"] for r in await get_readings(client, f"device_id={DEVICE}")] == [6689]
+    # the same reading with its seq spelled as an integer is the same reading
+    resent = await post(client, body([reading(6689)]))
+    assert resent == (200, {"accepted": 0, "duplicates": 1, "rejected": []})
+
+
+async def test_a_seq_with_a_fraction_is_400_naming_it(client: Client) -> None:
+    sent = reading(6690)
+    sent["seq"] = 6689.5
+    status, error = await post(client, body([reading(1), sent]))
+    assert status == 400
+    assert error["error"].endswith("with a fraction - at `$.readings[1].seq`")
+    assert await get_readings(client, f"device_id={DEVICE}") == []
+
+
+async def test_a_nul_in_an_id_or_unit_is_400_on_every_store(client: Client) -> None:
+    """PostgreSQL text cannot hold a NUL, so the contract refuses it for SQLite too."""
+    odd_unit = reading(1)
+    odd_unit["message"]["unit"] = "bpm\x00"
+    for batch, where in (
+        (body([reading(1)], device="dev\x00"), "$.device_id"),
+        ({**body([reading(1)]), "stream": "s\x00"}, "$.stream"),
+        (body([odd_unit]), "$.readings[0].message.unit"),
+    ):
+        status, error = await post(client, batch)
+        assert status == 400
+        assert error["error"].endswith(f"at `{where}`")

@@ -19,11 +19,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from agent import wire
+import pulse_wire as wire
 from collector.app import create_app
 from collector.config import CollectorConfig
 from collector.store import SCHEMA_VERSION, StoreError
 from collector.store_postgres import PostgresStore
+from tests.conftest import reading
 from tests.requirements import postgres_url
 
 
@@ -52,16 +53,6 @@ async def postgres_schema() -> AsyncIterator[str]:
 async def pg_url() -> AsyncIterator[str]:
     async with postgres_schema() as url:
         yield url
-
-
-def reading(seq: int, value: float = 72) -> dict[str, Any]:
-    when = dt.datetime.now(dt.UTC).isoformat()
-    return {
-        "id": f"01900000-0000-7000-8000-{seq:012x}",
-        "seq": seq,
-        "datetime": when,
-        "message": {"value": value, "unit": "bpm"},
-    }
 
 
 async def test_schema_is_created_once_and_reopened(pg_url: str) -> None:

@@ -2,56 +2,22 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import signal
 import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from collector import APP_NAME
+from tests.conftest import batch, post_json
 from tests.harness import get_json, start_collector
 
 pytestmark = pytest.mark.e2e
 LOG_NAME = re.compile(r"^collector-\d{4}-\d{2}-\d{2}_\d{2}\.log$")
-
-
-def post_json(url: str, payload: object, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(payload).encode(),
-        headers={"Content-Type": "application/json", **(headers or {})},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-
-
-def batch(n: int) -> dict[str, Any]:
-    now = dt.datetime.now(dt.UTC)
-    return {
-        "device_id": "proc-dev",
-        "stream": "s1",
-        "readings": [
-            {
-                "id": f"01900000-0000-7000-8000-{seq:012x}",
-                "seq": seq,
-                "datetime": now.isoformat(),
-                "message": {"value": 60 + seq, "unit": "bpm"},
-            }
-            for seq in range(1, n + 1)
-        ],
-    }
 
 
 def log_text(workdir: Path) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import wire
+import pulse_wire as wire
 from collector.store import SCHEMA_VERSION, ReadingStore, StoreError
 from collector.store_postgres import PostgresStore
 from collector.store_sqlite import SqliteStore

@@ -21,14 +21,14 @@ from agent.config import (
     SenderConfig,
     ServerConfig,
     StorageConfig,
-    default_config_path,
-    ensure_config,
     load_config,
     parse_config,
     save_config,
     to_json,
     validate_dict,
 )
+from agent.discovery import default_config_path, ensure_config
+from pulse_common.settings import Problem
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,7 @@ def test_null_seed_is_allowed() -> None:
 
 def test_wrong_type_names_path_expectation_and_value() -> None:
     assert errors_of({"sender": {"batch_size": "ten"}}) == [
-        '$.sender.batch_size: expected `int`, got "ten"'
+        '$.sender.batch_size: expected int, got "ten"'
     ]
 
 
@@ -103,7 +103,7 @@ def test_wrong_type_names_path_expectation_and_value() -> None:
         ({"sender": {"batch_size": 0}}, "$.sender.batch_size", ">= 1", "0"),
         ({"sender": {"interval_s": -1}}, "$.sender.interval_s", "> 0", "-1"),
         ({"server": {"port": 70000}}, "$.server.port", "<= 65535", "70000"),
-        ({"server": {"tls": "yes"}}, "$.server.tls", "`bool`", '"yes"'),
+        ({"server": {"tls": "yes"}}, "$.server.tls", "expected bool", '"yes"'),
         ({"server": {"host": "a b"}}, "$.server.host", "matching regex", '"a b"'),
         ({"server": {"path": "api"}}, "$.server.path", "matching regex", '"api"'),
         ({"logs": {"level": "LOUD"}}, "$.logs.level", 'one of "DEBUG", "INFO"', '"LOUD"'),
@@ -122,7 +122,7 @@ def test_each_error_names_key_expectation_and_value(
 
 def test_long_values_are_shortened_in_the_message() -> None:
     (line,) = errors_of({"device_id": "x" * 300})
-    assert line.startswith("$.device_id: expected `str` of length <= 128")
+    assert line.startswith("$.device_id: expected str of length <= 128")
     assert line.endswith('got "' + "x" * 56 + "...")
     assert len(line) < 200
 
@@ -184,6 +184,16 @@ def test_config_error_message_joins_every_error(tmp_path: Path) -> None:
         assert line in text
 
 
+def test_config_error_carries_structured_problems() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(b'{"sender": {"batch_size": 0}, "server": {"tls": "yes"}}')
+    assert info.value.problems == [
+        Problem("sender.batch_size", "expected int >= 1, got 0"),
+        Problem("server.tls", 'expected bool, got "yes"'),
+    ]
+    assert info.value.errors == [str(p) for p in info.value.problems]
+
+
 def test_validate_dict_returns_config_or_errors() -> None:
     cfg, errors = validate_dict({"sender": {"batch_size": 3}})
     assert errors == []
@@ -191,7 +201,8 @@ def test_validate_dict_returns_config_or_errors() -> None:
     assert cfg.sender.batch_size == 3
     cfg, errors = validate_dict({"sender": {"batch_size": "3"}})
     assert cfg is None
-    assert errors == ['$.sender.batch_size: expected `int`, got "3"']
+    assert errors == [Problem("sender.batch_size", 'expected int, got "3"')]
+    assert [str(e) for e in errors] == ['$.sender.batch_size: expected int, got "3"']
 
 
 # files
@@ -379,8 +390,8 @@ def test_check_config_command_lists_every_error(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     out = proc.stdout + proc.stderr
     assert "invalid config" in out
-    assert '$.sender.batch_size: expected `int`, got "ten"' in out
-    assert "$.server.port: expected `int` >= 1, got 0" in out
+    assert '$.sender.batch_size: expected int, got "ten"' in out
+    assert "$.server.port: expected int >= 1, got 0" in out
     assert "$.bogus: unknown key" in out
     assert bad.read_text(encoding="utf-8") == json.dumps(
         {"sender": {"batch_size": "ten"}, "server": {"port": 0}, "bogus": True}

@@ -19,15 +19,17 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpClient
 
-from agent import __version__, wire
+import pulse_wire as wire
+from agent import __version__
 from agent.autostart import Autostart
 from agent.config import Config, LiveConfig, load_config
-from agent.dashboard import DASHBOARD, Recent, unlock_url
-from agent.keys import AUTOSTART, CONFIG, HUB, STORE
-from agent.logs import log_file_name
-from agent.main import serve
+from agent.control import dashboard_url
+from agent.dashboard import DASHBOARD, Recent
+from agent.keys import AUTOSTART, CONFIG, CONTROL, HUB, STORE
+from agent.serve import serve
 from agent.settings_form import MASK, RESTART_KEYS, flatten, form_sections
-from agent.status import State
+from agent.status import LastReading, ReadingEvent, State, StatusChanges, StatusEvent
+from pulse_common.logs import log_file_name
 from tests.dashboard_client import (
     Client,
     app_of,
@@ -474,10 +476,10 @@ async def test_an_unwritable_autostart_folder_is_a_clear_error(
 
 async def test_log_tail_is_the_current_hour_without_the_secret(client: Client) -> None:
     app = app_of(client)
-    logs_dir = app[DASHBOARD].running.logs_dir
+    logs_dir = app[CONTROL].logs_dir
     logs_dir.mkdir(parents=True, exist_ok=True)
-    url = unlock_url(app, "127.0.0.1", 8765)
-    lines = [f"line {i}" for i in range(80)] + [f"INFO agent.main: dashboard: {url}"]
+    url = dashboard_url("127.0.0.1", 8765, app[DASHBOARD].auth.secret)
+    lines = [f"line {i}" for i in range(80)] + [f"INFO agent.serve: dashboard: {url}"]
     name = log_file_name("agent", dt.datetime.now())
     (logs_dir / name).write_text("\n".join(lines) + "\n")
     body = await (await client.get("/api/logs")).json()
@@ -543,8 +545,9 @@ def test_recent_keeps_five_minutes_and_counts_the_last_one() -> None:
     for i in range(400):
         when = dt.datetime.fromtimestamp(now - 399 + i, dt.UTC)
         iso = when.isoformat().replace("+00:00", "Z")
-        recent.on_event({"type": "reading", "seq": i, "reading": {"datetime": iso, "value": i}})
-    recent.on_event({"type": "status", "seq": 401, "changes": {}})
+        shown = LastReading(seq=i, datetime=iso, value=i, unit="bpm")
+        recent.on_event(ReadingEvent(seq=i, reading=shown, pending=0))
+    recent.on_event(StatusEvent(seq=401, changes=StatusChanges()))
     cols = recent.columns()
     assert len(cols["t"]) == 301
     assert cols["v"][-1] == 399.0

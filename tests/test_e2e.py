@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from agent import wire
+import pulse_wire as wire
 from tests.faultproxy import Fault, FaultProxy
 from tests.harness import (
     Proc,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.logs import (
+from pulse_common.logs import (
     FORMAT,
     HourlyFileHandler,
     hour_of,

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import email.utils
 import random
-import socket
 import statistics
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from agent import wire
+import pulse_wire as wire
 from agent.config import Config, LiveConfig, LoadedConfig, SenderConfig, ServerConfig
 from agent.sender import (
     BACKOFF_BASE_S,
@@ -31,11 +30,12 @@ from agent.sender import (
     encode_batch,
     parse_retry_after,
 )
-from agent.status import Event, State, StatusHub
+from agent.status import Event, State, StatusEvent, StatusHub
 from agent.store import Store, open_store
+from tests.conftest import T0
+from tests.harness import free_port
 
 NOW = 1_790_000_000.0
-T0 = dt.datetime(2026, 11, 26, 23, 0, tzinfo=dt.UTC)
 
 
 def ack_body(
@@ -213,6 +213,16 @@ class Collector:
 
 
 @dataclass
+class Switch:
+    """Stands in for Control's pause: the Sender asks it before each batch."""
+
+    on: bool = False
+
+    def __call__(self) -> bool:
+        return self.on
+
+
+@dataclass
 class Rig:
     store: Store
     hub: StatusHub
@@ -220,6 +230,7 @@ class Rig:
     collector: Collector
     live: LiveConfig
     states: list[State]
+    pause: Switch
 
     def configure(self, **sender: float) -> None:
         cfg = self.live.config
@@ -238,12 +249,6 @@ class Rig:
 
 async def fill(store: Store, n: int) -> None:
     await store.add_many([(T0 + dt.timedelta(seconds=i), 60 + i % 40, "bpm") for i in range(n)])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -267,16 +272,22 @@ async def rig(tmp_path: Path, aiohttp_server: AiohttpServer) -> AsyncIterator[Ri
         states: list[State] = []
 
         def on_event(event: Event) -> None:
-            state = event.get("changes", {}).get("state")
-            if state is not None:
-                states.append(state)
+            if isinstance(event, StatusEvent) and isinstance(event.changes.state, State):
+                states.append(event.changes.state)
 
         hub.add_listener(on_event)
+        pause = Switch()
         async with aiohttp.ClientSession() as session:
             sender = Sender(
-                store, hub, session, lambda: live.config, rng=random.Random(7), clock=lambda: NOW
+                store,
+                hub,
+                session,
+                lambda: live.config,
+                rng=random.Random(7),
+                clock=lambda: NOW,
+                is_paused=pause,
             )
-            yield Rig(store, hub, sender, collector, live, states)
+            yield Rig(store, hub, sender, collector, live, states, pause)
 
 
 # delivery
@@ -421,7 +432,7 @@ async def test_pause_stops_a_catch_up_within_one_batch(rig: Rig) -> None:
 
     def pause_on_third(batch: wire.Batch) -> web.Response:
         if len(rig.collector.received) == 3:
-            rig.sender.pause()
+            rig.pause.on = True
             paused_after.append(len(rig.collector.received))
         gate.set()
         return ack_all(batch)
@@ -432,7 +443,6 @@ async def test_pause_stops_a_catch_up_within_one_batch(rig: Rig) -> None:
     # the batch in flight when pause came may still land; nothing after it is sent
     assert len(rig.collector.received) <= 4
     assert rig.store.pending >= 500 - 5 - 20 * 3
-    assert rig.hub.status.state is State.PAUSED
 
 
 async def test_a_413_halves_the_batch_on_the_retry(rig: Rig) -> None:
@@ -532,26 +542,6 @@ async def test_the_token_is_sent_as_a_bearer_header(rig: Rig) -> None:
     assert rig.collector.received[1].headers["Content-Type"] == "application/json"
 
 
-async def test_pause_and_resume_change_state(rig: Rig) -> None:
-    rig.sender.pause()
-    assert rig.sender.paused is True
-    assert rig.hub.status.state is State.PAUSED
-    # a send already under way does not unpause the display
-    await fill(rig.store, 1)
-    await rig.sender.cycle()
-    assert rig.hub.status.state is State.PAUSED
-    rig.sender.resume()
-    assert rig.sender.paused is False
-    assert rig.hub.status.state is State.SENDING
-    assert rig.states == [State.PAUSED, State.SENDING]
-
-
-async def test_resume_when_not_paused_changes_nothing(rig: Rig) -> None:
-    rig.sender.resume()
-    assert rig.hub.status.state is State.STARTING
-    assert rig.states == []
-
-
 async def test_a_failing_collector_is_logged_once(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -638,7 +628,8 @@ async def test_a_cancel_that_lands_with_a_wake_up_still_stops_the_loop(
 ) -> None:
     task = asyncio.create_task(rig.sender.run())
     await asyncio.sleep(0.05)  # let it reach its wait
-    rig.sender.pause()  # wakes the loop...
+    rig.pause.on = True
+    rig.sender.send_now()  # wakes the loop...
     for _ in range(ticks):  # ...and the shutdown lands a few loop steps later
         await asyncio.sleep(0)
     task.cancel()

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agent import wire
+import pulse_wire as wire
 from agent.sensor import next_deadline, run_sensor
 from agent.sources import Counter, Sample, SourceError
-from agent.status import Event, StatusHub
+from agent.status import Event, ReadingEvent, StatusHub
 from agent.store import Store, open_store
 
 
@@ -120,8 +120,8 @@ async def test_run_sensor_reads_on_a_fixed_grid(store: Store) -> None:
     assert store.pending == 5
     assert hub.status.pending == 5
     assert hub.status.last_reading is not None
-    assert hub.status.last_reading["value"] == 64
-    assert hub.status.last_reading["seq"] == 5
+    assert hub.status.last_reading.value == 64
+    assert hub.status.last_reading.seq == 5
 
 
 async def test_run_sensor_skips_missed_ticks_after_a_late_wake(store: Store) -> None:
@@ -156,12 +156,12 @@ async def test_run_sensor_publishes_each_reading(store: Store) -> None:
         await run_sensor(
             ScriptedSource(clock), store, hub, lambda: 1.0, clock=clock, sleep=FakeSleep(clock, 3)
         )
-    readings = [e for e in events if e["type"] == "reading"]
-    assert [e["reading"]["seq"] for e in readings] == [1, 2, 3]
-    assert [e["pending"] for e in readings] == [1, 2, 3]
-    assert all(e["reading"]["unit"] == "bpm" for e in readings)
-    assert all(e["reading"]["datetime"].endswith("Z") for e in readings)
-    seqs = [e["seq"] for e in events]
+    readings = [e for e in events if isinstance(e, ReadingEvent)]
+    assert [e.reading.seq for e in readings] == [1, 2, 3]
+    assert [e.pending for e in readings] == [1, 2, 3]
+    assert all(e.reading.unit == "bpm" for e in readings)
+    assert all(e.reading.datetime.endswith("Z") for e in readings)
+    seqs = [e.seq for e in events]
     assert seqs == sorted(seqs)
 
 

@@ -15,14 +15,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from agent import wire
+import pulse_wire as wire
 from agent.store import SCHEMA_VERSION, QueuedBatch, Store, beside_newer, open_store
-
-T0 = dt.datetime(2026, 11, 26, 23, 0, tzinfo=dt.UTC)
-
-
-def at(i: int) -> dt.datetime:
-    return T0 + dt.timedelta(seconds=i)
+from tests.conftest import at
 
 
 @pytest.fixture

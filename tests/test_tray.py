@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from PIL import Image, ImageGrab
@@ -272,7 +272,7 @@ def x_backend(desktop: Desktop) -> Iterator[None]:
     """pystray's X backend in this process, on our display (pystray picks it at import)."""
     saved = {key: os.environ.get(key) for key in ("DISPLAY", "PYSTRAY_BACKEND")}
     os.environ.update(DISPLAY=desktop.display, PYSTRAY_BACKEND="xorg")
-    from agent.tray import load_pystray
+    from agent.tray_backends import load_pystray
 
     assert load_pystray().Icon.__module__ == "pystray._xorg", "pystray was loaded elsewhere"
     yield
@@ -283,29 +283,37 @@ def x_backend(desktop: Desktop) -> Iterator[None]:
             os.environ[key] = value
 
 
-class RecordingSender:
-    """Stands in for the Sender; records each call and the thread it came on."""
+class Idle:
+    """Stands in for the store and the sender: an empty queue, and a wake-up that does nothing."""
 
-    def __init__(self, hub: StatusHub, calls: list[tuple[str, str]]):
-        self.hub = hub
+    pending = 0
+
+    def send_now(self) -> None:
+        pass
+
+
+class RecordingControl(Control):
+    """A real Control that also notes each action the tray asks for, and its thread."""
+
+    def __init__(self, live: LiveConfig, hub: StatusHub, calls: list[tuple[str, str]]):
+        idle: Any = Idle()
+        super().__init__(live, hub, idle, idle, lambda: self._record("quit"), secret="secret")
         self.calls = calls
-        self.paused = False
 
     def _record(self, name: str) -> None:
         self.calls.append((name, threading.current_thread().name))
 
     def send_now(self) -> None:
         self._record("send_now")
+        super().send_now()
 
     def pause(self) -> None:
         self._record("pause")
-        self.paused = True
-        self.hub.set_state(State.PAUSED)
+        super().pause()
 
     def resume(self) -> None:
         self._record("resume")
-        self.paused = False
-        self.hub.set_state(State.SENDING)
+        super().resume()
 
 
 @dataclass
@@ -314,6 +322,7 @@ class Agent:
 
     loop: asyncio.AbstractEventLoop
     control: Control
+    hub: StatusHub
     calls: list[tuple[str, str]]
 
     def on_loop(self, fn: Callable[[], Any]) -> Any:
@@ -331,14 +340,9 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
     calls: list[tuple[str, str]] = []
     hub = StatusHub()
     live = LiveConfig(LoadedConfig(Config(), tmp_path / "config.json"))
-    sender = RecordingSender(hub, calls)
-
-    def request_stop() -> None:
-        calls.append(("quit", threading.current_thread().name))
-
-    control = Control(live, hub, cast(Any, None), cast(Any, sender), request_stop)
-    control.dashboard_url = "http://127.0.0.1:8765/?token=secret"
-    yield Agent(loop, control, calls)
+    control = RecordingControl(live, hub, calls)
+    assert control.dashboard_url == "http://127.0.0.1:8765/?token=secret"
+    yield Agent(loop, control, hub, calls)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
     loop.close()
@@ -452,14 +456,16 @@ def test_click_opens_the_dashboard_and_the_icon_follows_status(
         desktop.click(*box.centre)
         wait_until(lambda: opened == [agent.control.dashboard_url])
 
-        for state, colour in [
-            (State.SENDING, "green"),
-            (State.RETRYING, "amber"),
-            (State.OFFLINE, "red"),
-            (State.PAUSED, "grey"),
-            (State.SENDING, "green"),
-        ]:
-            agent.on_loop(lambda s=state: agent.control.hub.set_state(s))
+        control, hub = agent.control, agent.hub
+        steps: list[tuple[Callable[[], object], str]] = [
+            (lambda: hub.set_state(State.SENDING), "green"),
+            (lambda: hub.set_state(State.RETRYING), "amber"),
+            (lambda: hub.set_state(State.OFFLINE), "red"),
+            (control.pause, "grey"),
+            (control.resume, "green"),
+        ]
+        for step, colour in steps:
+            agent.on_loop(step)
             wait_until(lambda c=colour: desktop.colour_at(box) == c)
         assert tray.icon.title.startswith("Pulse: sending\n")
     finally:
@@ -468,15 +474,6 @@ def test_click_opens_the_dashboard_and_the_icon_follows_status(
 
 
 # --- real agent processes --------------------------------------------------------------
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Processes a test started; killed at the end whatever happened."""
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 def _browser(workdir: Path) -> tuple[str, Path]:

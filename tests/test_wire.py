@@ -1,17 +1,18 @@
-"""The wire contract: batches validate strictly and errors name the bad path."""
+"""The wire contract: batches validate strictly, errors name the bad path, fast paths agree."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import json
+import sqlite3
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from agent import wire
+import pulse_wire as wire
 
 READING_ID = "0190a4b2-7c1e-7abc-8def-0123456789ab"
 
@@ -149,3 +150,110 @@ def test_new_ids_are_unique_and_time_ordered() -> None:
     streams = {wire.new_stream_id() for _ in range(50)}
     assert len(streams) == 50
     assert all(len(s) <= wire.STREAM_MAX for s in streams)
+
+
+def test_sqlite_json_and_batch_body_decode_with_the_contract() -> None:
+    """The agent's fast paths (SQLite's JSON, the body template) build what decode_batch reads."""
+    other_id = "0190a4b2-7c1e-7abc-8def-0123456789ac"
+    rows = [
+        (1, READING_ID, "2026-11-26T23:00:00.250Z", 72.0, "bpm"),
+        (2, other_id, "2026-11-26T23:00:03.000Z", 71.5, 'u"\\\u00e9'),
+    ]
+    con = sqlite3.connect(":memory:")
+    # the agent queue's column types: NUMERIC stores 72.0 as the integer 72
+    con.execute(
+        "CREATE TABLE q (seq INTEGER PRIMARY KEY, id TEXT, ts TEXT, value NUMERIC, unit TEXT)"
+    )
+    con.executemany("INSERT INTO q VALUES (?, ?, ?, ?, ?)", rows)
+    texts = [text for (text,) in con.execute(f"SELECT {wire.READING_JSON_SQL} FROM q ORDER BY seq")]
+    con.close()
+    device = 'odd"device\\\u00e9'
+
+    batch = wire.decode_batch(wire.batch_body(device, "stream-1", texts))
+
+    expected = [
+        wire.Reading(uuid.UUID(id_), seq, dt.datetime.fromisoformat(ts), wire.Message(value, unit))
+        for seq, id_, ts, value, unit in rows
+    ]
+    assert batch == wire.Batch(device_id=device, stream="stream-1", readings=expected)
+    # msgspec's own encoding of the same structs reads back the same
+    assert wire.decode_batch(wire.encode(batch)) == batch
+
+
+# --- a seq sent as a float (schemathesis ST202): JSON Schema counts 6689.0 as an integer ----
+
+
+def _with_seq(seq: object) -> dict[str, Any]:
+    raw = good_batch()
+    raw["readings"][0]["seq"] = seq
+    return raw
+
+
+@pytest.mark.parametrize("text", ["6689.0", "6.689e3", "6689.000", "9007199254740992.0"])
+def test_a_seq_with_a_zero_fraction_is_that_integer(text: str) -> None:
+    body = json.dumps(_with_seq(0)).replace('"seq": 0', f'"seq": {text}').encode()
+    (reading,) = wire.decode_batch(body).readings
+    assert reading.seq == int(float(text))
+    assert type(reading.seq) is int
+    # the batch is the one its integer spelling makes
+    assert wire.decode_batch(body) == decode(_with_seq(int(float(text))))
+
+
+@pytest.mark.parametrize(
+    ("seq", "words"),
+    [
+        (6689.5, "`float` 6689.5 with a fraction"),
+        (0.5, "with a fraction"),
+        (2.0**53 + 2, "above 2**53"),
+        (1e20, "above 2**53"),
+        (0.0, ">= 1"),
+        (-3.0, ">= 1"),
+        ("17", "got `str`"),
+        ("17.0", "got `str`"),
+        (True, "got `bool`"),
+        (None, "got `null`"),
+    ],
+)
+def test_a_seq_that_is_not_an_integer_is_refused_naming_it(seq: object, words: str) -> None:
+    with pytest.raises(wire.WireError) as info:
+        decode(_with_seq(seq))
+    message = str(info.value)
+    assert message.endswith("at `$.readings[0].seq`"), message
+    assert words in message
+
+
+def test_a_float_seq_does_not_hide_another_error() -> None:
+    raw = _with_seq(5.0)
+    second = copy.deepcopy(raw["readings"][0])
+    second.update(seq=6.0, id="not-a-uuid")
+    raw["readings"].append(second)
+    with pytest.raises(wire.WireError, match=r"Invalid UUID - at `\$\.readings\[1\]\.id`"):
+        decode(raw)
+    raw["readings"][1].update(id=str(uuid.uuid4()), seq=6.5)
+    with pytest.raises(wire.WireError, match=r"fraction - at `\$\.readings\[1\]\.seq`"):
+        decode(raw)
+
+
+# --- ids and units mean the same to the server and to a JSON Schema validator --------------
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        (["device_id"], "dev\n"),
+        (["device_id"], "dev\x1c1"),
+        (["device_id"], "dev\x85"),
+        (["device_id"], "\ufeffdev"),
+        (["device_id"], "dev\x00"),
+        (["stream"], "s\x00"),
+        (["stream"], "s\n"),
+        (["readings", 0, "message", "unit"], "bpm\x00"),
+    ],
+)
+def test_whitespace_of_either_regex_dialect_and_nul_are_refused(
+    path: list[str | int], text: str
+) -> None:
+    raw = good_batch()
+    _set(path, text)(raw)
+    with pytest.raises(wire.WireError, match="regex"):
+        decode(raw)

@@ -21,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import wire
+import pulse_wire as wire
 from collector.store import StoredReading
 from tests.harness import ROOT, Proc, get_json, start_collector, wait_until
 from tests.reliability.figures import Scenario, scaled

@@ -1,6 +1,7 @@
 """Hour-named log files, written off the event loop behind a QueueHandler, with retention.
 
-The collector uses this module too: the same mechanism names its files `collector-…`.
+The agent and the server both use it; each names its files after itself (`agent-…`,
+`collector-…`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-reading plausibility checks: a failing reading is rejected, not its whole batch."""
+"""Per-reading plausibility checks shared by clients and servers: reject a reading, not a batch."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 import math
 import sys
 
-from agent.wire import Batch, Reading, Rejection
+from pulse_wire.types import Batch, Reading, Rejection
 
 MAX_FUTURE = dt.timedelta(hours=24)
 # the earliest datetime that still exists in UTC: 0001-01-01T00:00+14:00 would not

@@ -1,0 +1,1 @@
+"""Alerts: rules over readings, their state in the database, notifications through Apprise."""

@@ -1,0 +1,75 @@
+"""The alert worker and its place in the collector's lifecycle (a cleanup context)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from collector.alerts.engine import AlertEngine
+from collector.alerts.notify import Notifier, load_apprise
+from collector.alerts.rules import Channel
+from collector.alerts.store import AlertStore
+from collector.config import CollectorConfig
+from collector.store import Clock
+
+logger = logging.getLogger(__name__)
+
+ALERTS: web.AppKey[AlertEngine] = web.AppKey("alerts")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def run_alerts(engine: AlertEngine, interval_s: float, sleep: Sleep = asyncio.sleep) -> None:
+    """Evaluate and notify every `interval_s` until cancelled; a failed step is logged."""
+    failing = False
+    while True:
+        try:
+            await engine.step()
+        except Exception:
+            # logged in full once, then briefly until a step succeeds again
+            if not failing:
+                logger.exception("alert evaluation failed; retrying every %.1f s", interval_s)
+            failing = True
+        else:
+            if failing:
+                logger.info("alert evaluation works again")
+            failing = False
+        await sleep(interval_s)
+
+
+def _on_done(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the alert worker stopped", exc_info=task.exception())
+
+
+def alerts_context(
+    config: CollectorConfig, clock: Clock
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context: the alert store opened and seeded, the worker run, both ended."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        load_apprise()  # AlertsUnavailable, naming the extra to install, before anything opens
+        store = await AlertStore.open(db=config.db, database_url=config.database_url)
+        try:
+            channels = [Channel(name=n, urls=u) for n, u in config.alerts.channels.items()]
+            await store.seed(config.alerts.rules, channels)
+            engine = AlertEngine(store, Notifier(), clock)
+            app[ALERTS] = engine
+            task = asyncio.create_task(run_alerts(engine, config.alerts.interval_s))
+            task.add_done_callback(_on_done)
+            logger.info(
+                "alerts: %d rules, every %.1f s", len(config.alerts.rules), config.alerts.interval_s
+            )
+            try:
+                yield
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        finally:
+            await store.close()
+
+    return context
