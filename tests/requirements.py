@@ -9,10 +9,14 @@ the older variable, still does the same for PostgreSQL alone.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import os
 import shutil
 import socket
+import uuid
+from collections.abc import Iterator
 from typing import NoReturn
 from urllib.parse import SplitResult, urlsplit
 
@@ -70,6 +74,29 @@ def postgres_url() -> str:
     if reason is not None:
         missing(f"PostgreSQL at {reason}; set {DATABASE_URL}", REQUIRE_POSTGRES)
     return url
+
+
+async def _execute(url: str, sql: str) -> None:
+    import asyncpg  # here: the helpers above serve tests that need no PostgreSQL driver
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def postgres_schema_url(prefix: str) -> Iterator[str]:
+    """A fresh schema on the test server, dropped afterwards; yields a URL that uses it
+    (asyncpg passes `?search_path=` to the server). For tests outside an event loop."""
+    url = postgres_url()
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_execute(url, f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+    finally:
+        asyncio.run(_execute(url, f"DROP SCHEMA {schema} CASCADE"))
 
 
 def mosquitto_address() -> tuple[str, int]:

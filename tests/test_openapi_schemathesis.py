@@ -12,18 +12,14 @@ and on PostgreSQL. A failure shows schemathesis's report, with a curl line per c
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import jsonschema_rs
 import msgspec
 import pytest
@@ -33,7 +29,7 @@ import pulse_wire as wire
 from collector.app import create_app
 from collector.config import CollectorConfig
 from tests.harness import ROOT, Proc, start_collector
-from tests.requirements import postgres_url, require
+from tests.requirements import postgres_schema_url, require
 
 pytestmark = pytest.mark.contract
 
@@ -120,30 +116,10 @@ def token_collector(tmp_path: Path) -> Iterator[Proc]:
     proc.stop()
 
 
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextlib.contextmanager
-def fresh_postgres_schema() -> Iterator[str]:
-    """A new schema on the test PostgreSQL server, dropped afterwards; yields a URL to it."""
-    url = postgres_url()
-    schema = f"pulse_contract_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_execute(url, f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}search_path={schema}"
-    finally:
-        asyncio.run(_execute(url, f"DROP SCHEMA {schema} CASCADE"))
-
-
 @pytest.fixture
 def postgres_collector(tmp_path: Path) -> Iterator[Proc]:
     """A collector on a fresh PostgreSQL schema."""
-    with fresh_postgres_schema() as url:
+    with postgres_schema_url("pulse_contract") as url:
         proc = start_collector(tmp_path, None, "--database-url", url)
         yield proc
         proc.stop()

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 
-import asyncpg
 import pytest
 
 from tests.reliability.figures import Figures, Scenario, output_path
-from tests.requirements import postgres_url
+from tests.requirements import postgres_schema_url
 
 _FIGURES = pytest.StashKey[Figures]()
 _STARTED = pytest.StashKey[float]()
@@ -64,14 +61,6 @@ def figures(request: pytest.FixtureRequest) -> Iterator[Scenario]:
     scenario.duration_s = time.monotonic() - started
 
 
-async def _postgres(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def collector_db(request: pytest.FixtureRequest) -> Iterator[str | None]:
     """The collector's database: None for its SQLite file, or a PostgreSQL URL whose
@@ -79,10 +68,5 @@ def collector_db(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    url = postgres_url()
-    schema = f"pulse_rel_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_postgres(url, f"CREATE SCHEMA {schema}"))
-    try:
-        yield f"{url}{'&' if '?' in url else '?'}search_path={schema}"
-    finally:
-        asyncio.run(_postgres(url, f"DROP SCHEMA {schema} CASCADE"))
+    with postgres_schema_url("pulse_rel") as url:
+        yield url
