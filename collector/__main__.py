@@ -24,6 +24,7 @@ from collector.config import (
     resolve_paths,
     with_overrides,
 )
+from collector.lifecycle import REQUEST_STOP
 from pulse_common.logs import open_logging
 
 logger = logging.getLogger(__name__)
@@ -93,7 +94,10 @@ def _listening_url(runner: web.AppRunner, config: CollectorConfig) -> str:
 async def serve(config: CollectorConfig) -> None:
     """Run the collector until SIGTERM or SIGINT, then shut down in order."""
     stop = asyncio.Event()
-    runner = web.AppRunner(create_app(config), shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    app = create_app(config)
+    # a worker that ends unexpectedly stops the server cleanly instead of leaving it half alive
+    app[REQUEST_STOP] = lambda reason: stop.set()
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     # a signal that arrives while the store opens still stops the server, right after
     with stop_on_signals(stop):
         try:

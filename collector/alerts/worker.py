@@ -14,6 +14,7 @@ from collector.alerts.notify import Notifier, load_apprise
 from collector.alerts.rules import Channel
 from collector.alerts.store import AlertStore
 from collector.config import CollectorConfig
+from collector.lifecycle import request_stop
 from collector.store import Clock
 
 logger = logging.getLogger(__name__)
@@ -40,9 +41,17 @@ async def run_alerts(engine: AlertEngine, interval_s: float, sleep: Sleep = asyn
         await sleep(interval_s)
 
 
-def _on_done(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("the alert worker stopped", exc_info=task.exception())
+def _watch(app: web.Application) -> Callable[[asyncio.Task[None]], None]:
+    """A done-callback: the worker only ends by cancellation; anything else stops the server."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        err = task.exception()
+        logger.error("the alert worker stopped unexpectedly", exc_info=err)
+        request_stop(app, f"the alert worker stopped: {err!r}")
+
+    return done
 
 
 def alerts_context(
@@ -59,7 +68,7 @@ def alerts_context(
             engine = AlertEngine(store, Notifier(), clock)
             app[ALERTS] = engine
             task = asyncio.create_task(run_alerts(engine, config.alerts.interval_s))
-            task.add_done_callback(_on_done)
+            task.add_done_callback(_watch(app))
             logger.info(
                 "alerts: %d rules, every %.1f s", len(config.alerts.rules), config.alerts.interval_s
             )
