@@ -24,7 +24,8 @@ from pulse_common.logs import open_logging
 if TYPE_CHECKING:
     from agent.tray import Tray
 
-logger = logging.getLogger(__name__)
+# run with `python -m agent`, __name__ is "__main__": name the logger after the module
+logger = logging.getLogger("agent.__main__")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

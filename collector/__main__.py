@@ -27,7 +27,8 @@ from collector.config import (
 from collector.lifecycle import REQUEST_STOP
 from pulse_common.logs import open_logging
 
-logger = logging.getLogger(__name__)
+# run with `python -m collector`, __name__ is "__main__": name the logger after the module
+logger = logging.getLogger("collector.__main__")
 
 # in-flight requests get this long to finish after SIGTERM
 SHUTDOWN_TIMEOUT_S = 10.0

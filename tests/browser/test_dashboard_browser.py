@@ -87,6 +87,9 @@ def test_the_page_loads_unlocked_and_moves_live(stack: Stack, pages: Pages) -> N
     assert "token=…" in log_text  # the start-up line is shown, its secret is not
     assert secret not in log_text
     wait_until(lambda: number(page, "#t-rate") >= 20)
+    # no value was refused, so the tile for refused values stays out of the way
+    expect(page.locator("#tile-invalid")).to_be_hidden()
+    expect(page.locator("#c-invalid")).to_have_text("0")
     # the chart draws its points
     wait_until(lambda: int(page.locator("#chart").get_attribute("data-points") or 0) >= 20)
     assert page.evaluate(LINE_PIXELS_JS) > 150

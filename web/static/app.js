@@ -367,6 +367,8 @@
       setText("c-dropped", num(s.dropped_total));
       setText("c-dead", num(s.dead_total));
       setText("c-invalid", num(s.invalid_total));
+      // shown only once a sensor has given something that could not be stored
+      byId("tile-invalid").hidden = !s.invalid_total;
       setText("hr-now", s.last_reading ? String(s.last_reading.value) : "–");
       const paused = s.state === "paused";
       byId("btn-pause").hidden = paused;
