@@ -12,6 +12,7 @@ from collector.alerts.worker import alerts_context
 from collector.config import CollectorConfig
 from collector.errors import error_middleware
 from collector.handlers import CONFIG, STORE, get_devices, get_readings, healthz, post_readings
+from collector.series import get_series
 from collector.store import Clock, ReadingStore, StoreError, utc_now
 from collector.store_sqlite import SqliteStore
 
@@ -62,5 +63,6 @@ def create_app(config: CollectorConfig, *, clock: Clock = utc_now) -> web.Applic
     app.router.add_post("/api/v1/readings", post_readings)
     app.router.add_get("/api/v1/readings", get_readings)
     app.router.add_get("/api/v1/devices", get_devices)
+    app.router.add_get("/api/v1/series", get_series)
     app.router.add_get("/healthz", healthz)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import msgspec
 from aiohttp import hdrs, web
@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 CONFIG = web.AppKey("config", CollectorConfig)
 STORE: web.AppKey[ReadingStore] = web.AppKey("store")
 
+QueryT = TypeVar("QueryT", bound=msgspec.Struct)
+
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 
@@ -34,7 +36,8 @@ class ReadingsQuery(msgspec.Struct, forbid_unknown_fields=True):
     stream: StreamId | None = None
 
 
-def _refuse(request: web.Request, status: int, text: str) -> web.Response:
+def refuse(request: web.Request, status: int, text: str) -> web.Response:
+    """An error answer, logged once with who asked for what."""
     logger.warning(
         "refused %s %s from %s: %d %s", request.method, request.path, request.remote, status, text
     )
@@ -49,10 +52,10 @@ async def post_readings(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG]
     token = bearer_token(request.headers.get(hdrs.AUTHORIZATION))
     if config.tokens and token is None:
-        return _refuse(request, 401, "missing Authorization: Bearer <token>")
+        return refuse(request, 401, "missing Authorization: Bearer <token>")
     if request.content_type != "application/json" or request.charset not in (None, "utf-8"):
         found = request.headers.get(hdrs.CONTENT_TYPE, "none")
-        return _refuse(request, 415, f"expected Content-Type application/json, got {found}")
+        return refuse(request, 415, f"expected Content-Type application/json, got {found}")
     limit = config.body_limit_bytes
     if request.content_length is not None and request.content_length > limit:
         return _too_large(request, limit)
@@ -63,11 +66,11 @@ async def post_readings(request: web.Request) -> web.StreamResponse:
     try:
         batch = decode_batch(body)
     except WireError as err:
-        return _refuse(request, 400, str(err))
+        return refuse(request, 400, str(err))
     except UnicodeDecodeError as err:
-        return _refuse(request, 400, f"body is not valid UTF-8: {err}")
+        return refuse(request, 400, f"body is not valid UTF-8: {err}")
     if config.tokens and not is_authorized(config.tokens, batch.device_id, token or ""):
-        return _refuse(request, 403, f"token is not valid for device {batch.device_id!r}")
+        return refuse(request, 403, f"token is not valid for device {batch.device_id!r}")
     ack = await request.app[STORE].store_batch(batch)
     logger.debug(
         "batch of %d for %s/%s: %d accepted, %d duplicates, %d rejected",
@@ -82,7 +85,7 @@ async def post_readings(request: web.Request) -> web.StreamResponse:
 
 
 def _too_large(request: web.Request, limit: int) -> web.Response:
-    response = _refuse(request, 413, f"body larger than {limit} bytes; send smaller batches")
+    response = refuse(request, 413, f"body larger than {limit} bytes; send smaller batches")
     # the rest of the body is never read, so the connection cannot carry another request
     response.force_close()
     return response
@@ -95,22 +98,29 @@ async def get_devices(request: web.Request) -> web.StreamResponse:
 
 async def get_readings(request: web.Request) -> web.StreamResponse:
     """A device's readings with seq > since, ordered by (stream, seq), at most `limit`."""
-    # an empty value is a mistake to name, not a parameter to drop: dropping `stream=` would
-    # silently widen the answer to every stream of the device
-    empty = next((key for key, value in request.query.items() if value == ""), None)
-    if empty is not None:
-        return _refuse(request, 400, f"query parameter {empty}: must not be empty")
-    raw = {key: value for key, value in request.query.items()}
-    try:
-        query = msgspec.convert(raw, ReadingsQuery, strict=False)
-    except msgspec.ValidationError as err:
-        text, _, where = str(err).partition(" - at `$.")
-        name = where.rstrip("`")
-        return _refuse(request, 400, f"query parameter {name}: {text}" if name else text)
+    query = parse_query(request, ReadingsQuery)
+    if isinstance(query, web.Response):
+        return query
     readings = await request.app[STORE].readings(
         query.device_id, query.since, query.limit, query.stream
     )
     return json_response(readings)
+
+
+def parse_query(request: web.Request, kind: type[QueryT]) -> QueryT | web.Response:
+    """The query string as a `kind` Struct, or a 400 that names the bad parameter."""
+    # an empty value is a mistake to name, not a parameter to drop: dropping `stream=` would
+    # silently widen the answer to every stream of the device
+    empty = next((key for key, value in request.query.items() if value == ""), None)
+    if empty is not None:
+        return refuse(request, 400, f"query parameter {empty}: must not be empty")
+    raw = {key: value for key, value in request.query.items()}
+    try:
+        return msgspec.convert(raw, kind, strict=False)
+    except msgspec.ValidationError as err:
+        text, _, where = str(err).partition(" - at `$.")
+        name = where.rstrip("`")
+        return refuse(request, 400, f"query parameter {name}: {text}" if name else text)
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:

@@ -54,6 +54,31 @@ class DeviceSummary(msgspec.Struct):
     streams: list[StreamSummary]
 
 
+class SeriesPoint(msgspec.Struct):
+    """One time bucket of a device's readings: its start and the values' aggregates."""
+
+    t: dt.datetime
+    min: float
+    max: float
+    avg: float
+    count: int
+
+
+# avg() sums in float: a bucket of values near float's limit (other units than bpm have no
+# plausible range) would overflow, an error on PostgreSQL and `inf` on SQLite. Scaling by a
+# power of two is exact, so the average is the same to the bit, unless a value is below
+# 2**-990, which then loses some digits; overflow would need 2**32 values near the limit.
+AVG_SCALE = 2.0**32
+
+
+def bucket_width(start: dt.datetime, end: dt.datetime, points: int) -> dt.timedelta:
+    """ceil((end - start) / points) in whole milliseconds, at least 1 ms."""
+    span_us = (end - start) // dt.timedelta(microseconds=1)
+    # whole milliseconds, so that every bucket start is a round time a chart can label
+    width_ms = max(1, -(-span_us // (1000 * points)))
+    return dt.timedelta(milliseconds=width_ms)
+
+
 class ReadingStore(Protocol):
     """Durable storage of readings; every batch is one transaction, acked after commit."""
 
@@ -69,6 +94,16 @@ class ReadingStore(Protocol):
         self, device_id: str, since_seq: int | None, limit: int, stream: str | None
     ) -> list[StoredReading]:
         """A device's readings with seq > since_seq, ordered by (stream, seq)."""
+        ...
+
+    async def series(
+        self, device_id: str, start: dt.datetime, end: dt.datetime, points: int
+    ) -> list[SeriesPoint]:
+        """A device's readings in [start, end) aggregated into at most `points` time buckets.
+
+        The buckets are `bucket_width(start, end, points)` wide from `start`; an empty one
+        is left out. Computed by the database, so a long range is never loaded into Python.
+        """
         ...
 
     async def close(self) -> None:

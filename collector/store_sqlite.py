@@ -14,12 +14,15 @@ import msgspec
 
 from collector.conflicts import Stored, StoredKey, seq_range, settle, unplaced
 from collector.store import (
+    AVG_SCALE,
     DEVICES,
     SCHEMA_VERSION,
     Clock,
     DeviceSummary,
+    SeriesPoint,
     StoredReading,
     StoreError,
+    bucket_width,
     summarize,
     utc_now,
 )
@@ -76,6 +79,37 @@ LIMIT ?
 """
 
 
+# created at every open, not only with the schema: a file made before series() existed gets it
+# too. It covers value as well, so series() never visits the table itself.
+SERIES_INDEX = """
+CREATE INDEX IF NOT EXISTS readings_device_datetime ON readings (device_id, datetime, value)
+"""
+
+# datetime is msgspec's UTC text, `YYYY-MM-DDTHH:MM:SSZ` or `...SS.ffffffZ`: text order is
+# not time order within one second (`Z` sorts after `.`), so the text range only narrows
+# the index scan to whole seconds and `us`, exact integer microseconds, decides. julianday()
+# would be a float, a few microseconds off, and could move a reading across a bucket edge.
+SERIES = """
+SELECT
+    (us - :start) / :width AS bucket,
+    MIN(value), MAX(value), AVG(value / :scale) * :scale, COUNT(*)
+FROM (
+    SELECT
+        CAST(strftime('%s', substr(datetime, 1, 19)) AS INTEGER) * 1000000
+        + CASE WHEN length(datetime) > 20 THEN CAST(substr(datetime, 21, 6) AS INTEGER)
+          ELSE 0 END AS us,
+        value
+    FROM readings
+    WHERE device_id = :device AND datetime >= :low AND datetime < :high
+)
+WHERE us >= :start AND us < :end
+GROUP BY bucket
+ORDER BY bucket
+"""
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp_text(when: dt.datetime) -> str:
     """Fixed-width UTC text, so that text order is time order (MAX works)."""
     return when.astimezone(UTC).isoformat(timespec="microseconds")
@@ -103,6 +137,8 @@ class SqliteStore:
             await writer.execute("PRAGMA synchronous=FULL")
             await writer.execute("PRAGMA busy_timeout=5000")
             await _migrate(writer, path)
+            await writer.execute(SERIES_INDEX)
+            await writer.commit()
             # a second connection for queries, so a long read never holds up a batch's commit
             reader = await aiosqlite.connect(path)
             await reader.execute("PRAGMA query_only=ON")
@@ -200,6 +236,31 @@ class SqliteStore:
             for row_stream, seq, rid, when, value, unit in rows
         ]
 
+    async def series(
+        self, device_id: str, start: dt.datetime, end: dt.datetime, points: int
+    ) -> list[SeriesPoint]:
+        """A device's readings in [start, end) in at most `points` buckets, by SQL aggregates."""
+        width = bucket_width(start, end, points)
+        width_us = width // dt.timedelta(microseconds=1)
+        start_us = _epoch_us(start)
+        params = {
+            "device": device_id,
+            "start": start_us,
+            "end": _epoch_us(end),
+            "width": width_us,
+            "scale": AVG_SCALE,
+            # whole seconds: any text of start's second sorts after its 19-character prefix,
+            # any text of end's second before that prefix followed by "~"
+            "low": _second_text(start),
+            "high": _second_text(end) + "~",
+        }
+        rows = await self._reader.execute_fetchall(SERIES, params)
+        first = start.astimezone(UTC)
+        return [
+            SeriesPoint(first + bucket * width, low, high, avg, count)
+            for bucket, low, high, avg, count in rows
+        ]
+
     async def close(self) -> None:
         """Close both connections."""
         await self._reader.close()
@@ -226,6 +287,15 @@ def _rows(
         )
         for r, w in zip(readings, when, strict=True)
     ]
+
+
+def _epoch_us(when: dt.datetime) -> int:
+    return (when - EPOCH) // dt.timedelta(microseconds=1)
+
+
+def _second_text(when: dt.datetime) -> str:
+    # isoformat, not strftime: %Y does not pad a year before 1000 to four digits
+    return when.astimezone(UTC).isoformat(timespec="seconds")[:19]
 
 
 def _chunks(items: Sequence[object]) -> list[list[object]]:
