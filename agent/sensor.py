@@ -56,9 +56,7 @@ def next_deadline(previous: float, interval: float, now: float) -> float:
     return deadline
 
 
-async def record(
-    source: Source, store: Store, hub: StatusHub, invalid: InvalidValues | None = None
-) -> None:
+async def record(source: Source, store: Store, hub: StatusHub, invalid: InvalidValues) -> None:
     """Read once, store durably, then tell the subscribers.
 
     A value that is not a finite number is refused here, counted and logged: it could
@@ -66,7 +64,7 @@ async def record(
     """
     sample = await source.read()
     if not math.isfinite(sample.value):
-        (invalid or InvalidValues()).note(sample.value, sample.unit)
+        invalid.note(sample.value, sample.unit)
         hub.refuse_value()
         return
     when = dt.datetime.now(dt.UTC)
