@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import Config, LiveConfig, LoadedConfig, validate_dict
-from agent.security import is_loopback
 from agent.sender import Sender
 from agent.settings_form import RESTART_KEYS, changed_keys, field_errors, flatten, merge_update
 from agent.status import Event, Info, Listener, SnapshotEvent, Status, StatusHub
 from agent.store import Store
+from pulse_common.hosts import is_loopback
 from pulse_common.logs import set_level
 
 logger = logging.getLogger(__name__)

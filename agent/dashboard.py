@@ -22,7 +22,6 @@ from agent.keys import AUTOSTART, CONTROL
 from agent.resources import resource_path
 from agent.security import (
     Auth,
-    add_security_headers,
     create_guard,
     failed_login_delay,
     is_same_origin,
@@ -31,6 +30,7 @@ from agent.security import (
 )
 from agent.settings_form import MASK, SECRET_KEYS, flatten, form_sections, masked
 from agent.status import Event, Info, ReadingEvent, SnapshotEvent, Status
+from pulse_common.http import add_security_headers
 from pulse_common.http import json_response as _json
 from pulse_common.logs import log_file_name, tail
 

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from pulse_common.hosts import is_loopback
 from pulse_common.http import json_error
 
 logger = logging.getLogger(__name__)
@@ -27,28 +28,11 @@ CSRF_HEADER = "X-CSRF-Token"
 TOKEN_PARAM = "token"
 LOGIN_PATH = "/api/login"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    # the address bar may still hold the secret for one request; never pass it on
-    "Referrer-Policy": "no-referrer",
-}
 MAX_SESSIONS = 64
 LOCKED_TEXT = (
     "the dashboard is read-only: open the link the agent printed when it started "
     "(it ends in ?token=…) or use Open dashboard in the tray menu"
 )
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback IP literals; any other name counts as reachable."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _split_host(host: str) -> tuple[str, str]:
@@ -215,12 +199,6 @@ def create_guard(auth: Auth) -> Middleware:
         return await handler(request)
 
     return guard
-
-
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: CSP and nosniff on every answer, errors and websockets included."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
 
 
 async def failed_login_delay(auth: Auth) -> None:

@@ -18,7 +18,7 @@ from agent.autostart import Autostart
 from agent.config import LiveConfig
 from agent.control import Control, dashboard_url
 from agent.keys import AUTOSTART, CONTROL, LOG_FILES
-from agent.security import is_loopback
+from pulse_common.hosts import is_loopback
 from pulse_common.logs import HourlyFileHandler
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""`python -m collector` / `pulse-collector`: parse arguments, log to hour files, serve."""
+"""`python -m collector` / `pulse-collector`: parse arguments, log to hour files, serve;
+or `create-user` / `delete-user`, which set a web UI password or remove a user."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ from typing import Any
 from aiohttp import web
 
 from collector import APP_NAME, __version__
+from collector.accounts.users import (
+    UserInputError,
+    check_name,
+    delete_user,
+    read_password,
+    set_password,
+)
 from collector.app import create_app
 from collector.config import (
     CollectorConfig,
@@ -34,10 +42,16 @@ logger = logging.getLogger("collector.__main__")
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
+USER_COMMANDS = ("create-user", "delete-user")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line; every option overrides the same key of the config file."""
     parser = argparse.ArgumentParser(
-        prog=APP_NAME, description="Collect readings from Pulse agents over HTTP."
+        prog=APP_NAME,
+        description="Collect readings from Pulse agents over HTTP.",
+        epilog="Users of the web UI: `%(prog)s create-user NAME` sets a password, "
+        "`%(prog)s delete-user NAME` removes one (each has --help).",
     )
     parser.add_argument("--config", type=Path, help="JSON config file (default: none)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -48,6 +62,56 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
     return parser.parse_args(argv)
+
+
+def parse_user_args(argv: Sequence[str]) -> argparse.Namespace:
+    """`create-user NAME …` or `delete-user NAME …`, with the options that find the database."""
+    command, rest = argv[0], argv[1:]
+    what = {
+        "create-user": "Create a user of the web UI, or change its password (which signs it "
+        "out everywhere). The password is asked twice on the terminal.",
+        "delete-user": "Delete a user of the web UI and its sessions.",
+    }[command]
+    parser = argparse.ArgumentParser(prog=f"{APP_NAME} {command}", description=what)
+    parser.add_argument("name", help="the user name (no spaces)")
+    parser.add_argument("--config", type=Path, help="the collector's JSON config file")
+    parser.add_argument("--db", help="SQLite file (default data/collector.db)")
+    parser.add_argument("--database-url", help="postgresql://… to use PostgreSQL instead")
+    if command == "create-user":
+        parser.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of stdin instead of asking",
+        )
+    parser.set_defaults(command=command, host=None, port=None, logs_dir=None, log_level=None)
+    return parser.parse_args(rest)
+
+
+def run_user_command(args: argparse.Namespace, config: CollectorConfig) -> int:
+    """Create, change or delete a user; messages on stdout, errors on stderr."""
+    try:
+        check_name(args.name)
+        if args.command == "delete-user":
+            if not asyncio.run(delete_user(config, args.name)):
+                raise UserInputError(f"there is no user {args.name!r}")
+            sys.stdout.write(f"deleted user {args.name!r} and ended its sessions\n")
+            return 0
+        password = read_password(args.password_stdin, sys.stdin)
+        created = asyncio.run(set_password(config, args.name, password))
+    except UserInputError as err:
+        sys.stderr.write(f"{APP_NAME} {args.command}: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{APP_NAME} {args.command}: cancelled, nothing changed\n")
+        return 130
+    except Exception as err:  # the database: unreachable, locked, a driver missing
+        sys.stderr.write(f"{APP_NAME} {args.command}: cannot use the database: {err}\n")
+        return 1
+    if created:
+        sys.stdout.write(f"created user {args.name!r}\n")
+    else:
+        sys.stdout.write(f"changed the password of {args.name!r} and ended its sessions\n")
+    return 0
 
 
 def build_config(args: argparse.Namespace, cwd: Path) -> CollectorConfig:
@@ -114,12 +178,16 @@ async def serve(config: CollectorConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m collector` and `pulse-collector`; returns the exit code."""
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    is_user_command = bool(argv) and argv[0] in USER_COMMANDS
+    args = parse_user_args(argv) if is_user_command else parse_args(argv)
     try:
         config = build_config(args, Path.cwd())
     except ConfigError as err:
         sys.stderr.write(f"{APP_NAME}: {err}\n")
         return 2
+    if is_user_command:
+        return run_user_command(args, config)
     with open_logging(Path(config.logs_dir), "collector", config.log_level, config.keep_hours):
         where = "PostgreSQL" if config.database_url else f"SQLite {config.db}"
         logger.info("%s %s starting; store: %s", APP_NAME, __version__, where)
@@ -127,6 +195,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(serve(config))
         except KeyboardInterrupt:
             logger.info("stopped")
+        except ConfigError as err:
+            # a setting that only the database could judge (open off loopback): no traceback
+            logger.error("%s cannot start: %s", APP_NAME, err)
+            return 2
         except Exception:
             logger.exception("%s failed", APP_NAME)
             return 1

@@ -8,13 +8,19 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from collector.accounts.access import access_middleware, accounts_context, add_account_routes
+from collector.alerts.api import add_alert_routes
 from collector.alerts.worker import alerts_context
 from collector.config import CollectorConfig
 from collector.errors import error_middleware
 from collector.handlers import CONFIG, STORE, get_devices, get_readings, healthz, post_readings
+from collector.live import LIVE, LiveHub
+from collector.overview import add_device_routes
 from collector.series import get_series
 from collector.store import Clock, ReadingStore, StoreError, utc_now
 from collector.store_sqlite import SqliteStore
+from collector.ui.pages import add_ui
+from pulse_common.http import add_security_headers
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +60,24 @@ def _store_context(
 
 
 def create_app(config: CollectorConfig, *, clock: Clock = utc_now) -> web.Application:
-    """Build the collector: routes, JSON errors, the store opened at startup, then alerts."""
-    app = web.Application(client_max_size=config.body_limit_bytes, middlewares=[error_middleware])
+    """Build the collector: JSON errors, access rules, then store, accounts and alerts, in order."""
+    app = web.Application(
+        client_max_size=config.body_limit_bytes,
+        middlewares=[error_middleware, access_middleware],
+    )
     app[CONFIG] = config
+    app[LIVE] = LiveHub()
+    app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.append(_store_context(config, clock))
-    if config.alerts.rules:
-        app.cleanup_ctx.append(alerts_context(config, clock))
+    app.cleanup_ctx.append(accounts_context(config, clock))
+    app.cleanup_ctx.append(alerts_context(config, clock))
     app.router.add_post("/api/v1/readings", post_readings)
     app.router.add_get("/api/v1/readings", get_readings)
     app.router.add_get("/api/v1/devices", get_devices)
     app.router.add_get("/api/v1/series", get_series)
     app.router.add_get("/healthz", healthz)
+    add_device_routes(app)
+    add_alert_routes(app)
+    add_account_routes(app)
+    add_ui(app)
     return app

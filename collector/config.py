@@ -112,6 +112,17 @@ class CollectorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             secret=True,
         ),
     ] = msgspec.field(default_factory=dict)
+    read_tokens: Annotated[
+        list[Token],
+        expecting("a list of tokens"),
+        setting(
+            "Read tokens",
+            "Bearer tokens that may read (GET) the API and the pages, never change anything; "
+            "once one is listed, every read needs a token or a signed-in user.",
+            restart=True,
+            secret=True,
+        ),
+    ] = msgspec.field(default_factory=list)
     logs_dir: Annotated[
         NonEmpty,
         setting(
@@ -139,10 +150,46 @@ class CollectorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ] = msgspec.field(default_factory=AlertsConfig)
 
 
+def _without_read_tokens(raw: object) -> object:
+    """`raw` with the read tokens left out of the walk, which would not look inside the list."""
+    if not (isinstance(raw, dict) and isinstance(raw.get("read_tokens"), list)):
+        return raw
+    return {**raw, "read_tokens": []}
+
+
+def _token_problem(token: object) -> str | None:
+    try:
+        msgspec.convert(token, Token, strict=True)
+    except msgspec.ValidationError:
+        # a secret is described, never echoed into a log
+        got = f"a string of {len(token)} characters" if isinstance(token, str) else "not a string"
+        return f"expected a token of 1 to 1024 characters without spaces, got {got}"
+    return None
+
+
+def _read_token_problems(raw: object) -> list[Problem]:
+    """Each bad read token by its index; one that is also a device token would let it read."""
+    read_tokens = raw.get("read_tokens") if isinstance(raw, dict) else None
+    if not isinstance(read_tokens, list):
+        return []
+    tokens = raw.get("tokens") if isinstance(raw, dict) else None
+    device_tokens = set(tokens.values()) if isinstance(tokens, dict) else set()
+    found: list[Problem] = []
+    for i, token in enumerate(read_tokens):
+        problem = _token_problem(token)
+        if problem is None and token in device_tokens:
+            problem = "is also a device's token (tokens); device tokens never read"
+        if problem is not None:
+            found.append(Problem(f"read_tokens[{i}]", problem))
+    return found
+
+
 def validate_config(raw: object) -> tuple[CollectorConfig | None, list[Problem]]:
     """`raw` as a CollectorConfig, or None and every problem, the alerts' items included."""
     # the shared walk stops at arrays: the alert rules and URLs get a walk of their own
-    found = problems(CollectorConfig, without_items(raw)) + alerts_problems(raw)
+    found = problems(CollectorConfig, _without_read_tokens(without_items(raw)))
+    found += alerts_problems(raw)
+    found += _read_token_problems(raw)
     if found:
         return None, found
     try:

@@ -11,9 +11,10 @@ from aiohttp import hdrs, web
 from collector import APP_NAME, __version__
 from collector.auth import bearer_token, is_authorized
 from collector.config import CollectorConfig
-from collector.store import ReadingStore
+from collector.live import LIVE, Event
+from collector.store import ReadingStore, Receipt
 from pulse_common.http import json_error, json_response
-from pulse_wire import DeviceId, StreamId, WireError, decode_batch
+from pulse_wire import Batch, DeviceId, StreamId, WireError, decode_batch
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,8 @@ async def post_readings(request: web.Request) -> web.StreamResponse:
         return refuse(request, 400, f"body is not valid UTF-8: {err}")
     if config.tokens and not is_authorized(config.tokens, batch.device_id, token or ""):
         return refuse(request, 403, f"token is not valid for device {batch.device_id!r}")
-    ack = await request.app[STORE].store_batch(batch)
+    receipt = await request.app[STORE].receive(batch)
+    ack = receipt.ack
     logger.debug(
         "batch of %d for %s/%s: %d accepted, %d duplicates, %d rejected",
         len(batch.readings),
@@ -81,7 +83,39 @@ async def post_readings(request: web.Request) -> web.StreamResponse:
         ack.duplicates,
         len(ack.rejected),
     )
+    if ack.accepted:
+        request.app[LIVE].publish(batch_event(batch, receipt))
     return json_response(ack)
+
+
+def batch_event(batch: Batch, receipt: Receipt) -> Event:
+    """The live event of a stored batch: the accepted readings' times and values.
+
+    The accepted readings are the batch's minus the rejected ones; when duplicates are mixed
+    in, nothing says which readings they were, so the points are left empty (the UI refetches).
+    """
+    ack = receipt.ack
+    points: list[dict[str, object]] = []
+    if not ack.duplicates:
+        refused = {rejection.id for rejection in ack.rejected}
+        points = [
+            {"t": r.datetime, "v": float(r.message.value)}
+            for r in batch.readings
+            if str(r.id) not in refused
+        ]
+        if len(points) != ack.accepted:
+            points = []
+    event = {
+        "type": "batch",
+        "device_id": batch.device_id,
+        "stream": batch.stream,
+        "accepted": ack.accepted,
+        "last_seen": receipt.received_at,
+        "points": points,
+    }
+    # plain JSON values: the hub hands the same event to every subscriber
+    converted: Event = msgspec.to_builtins(event)
+    return converted
 
 
 def _too_large(request: web.Request, limit: int) -> web.Response:
@@ -114,6 +148,11 @@ def parse_query(request: web.Request, kind: type[QueryT]) -> QueryT | web.Respon
     empty = next((key for key, value in request.query.items() if value == ""), None)
     if empty is not None:
         return refuse(request, 400, f"query parameter {empty}: must not be empty")
+    known = set(kind.__struct_encode_fields__)
+    unknown = next((key for key in request.query if key not in known), None)
+    if unknown is not None:
+        expected = ", ".join(kind.__struct_encode_fields__)
+        return refuse(request, 400, f"query parameter {unknown}: unknown; expected {expected}")
     raw = {key: value for key, value in request.query.items()}
     try:
         return msgspec.convert(raw, kind, strict=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from typing import Protocol
 
@@ -10,7 +11,8 @@ import msgspec
 
 from pulse_wire import Ack, Batch, Reading
 
-SCHEMA_VERSION = 1
+# 2: stream_summaries, kept in each batch's transaction, so devices() reads one row per stream
+SCHEMA_VERSION = 2
 
 Clock = Callable[[], dt.datetime]
 
@@ -54,6 +56,20 @@ class DeviceSummary(msgspec.Struct):
     streams: list[StreamSummary]
 
 
+class Receipt(msgspec.Struct):
+    """A stored batch's Ack and when it was received (the accepted readings' last_seen)."""
+
+    ack: Ack
+    received_at: dt.datetime
+
+
+class DevicePage(msgspec.Struct):
+    """A page of devices, ordered by device id, and how many match in all."""
+
+    total: int
+    devices: list[DeviceSummary]
+
+
 class SeriesPoint(msgspec.Struct):
     """One time bucket of a device's readings: its start and the values' aggregates."""
 
@@ -79,15 +95,54 @@ def bucket_width(start: dt.datetime, end: dt.datetime, points: int) -> dt.timede
     return dt.timedelta(milliseconds=width_ms)
 
 
+class Activity(msgspec.Struct):
+    """A device's recent readings: a sparkline's buckets and how many are newer than a time."""
+
+    points: list[SeriesPoint]
+    recent: int
+
+
 class ReadingStore(Protocol):
     """Durable storage of readings; every batch is one transaction, acked after commit."""
+
+    def now(self) -> dt.datetime:
+        """The store's clock: what receipts are stamped with, and what "recent" is measured by."""
+        ...
 
     async def store_batch(self, batch: Batch) -> Ack:
         """Store a batch; count what was new, what was already there and what was refused."""
         ...
 
+    async def receive(self, batch: Batch) -> Receipt:
+        """`store_batch`, also saying when the batch was received."""
+        ...
+
     async def devices(self) -> list[DeviceSummary]:
         """Summaries of every device, ordered by device id."""
+        ...
+
+    async def device(self, device_id: str) -> DeviceSummary | None:
+        """One device's summary, or None if it has no reading."""
+        ...
+
+    async def device_page(self, search: str | None, offset: int, limit: int) -> DevicePage:
+        """Devices ordered by id, `limit` from `offset`; `search`: a case-insensitive substring."""
+        ...
+
+    async def activity(
+        self,
+        device_ids: list[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        points: int,
+        recent: dt.datetime,
+    ) -> dict[str, Activity]:
+        """Each device's readings in [start, end) in `points` buckets as series() cuts them,
+        and how many of them lie in [recent, end); a device without any is left out."""
+        ...
+
+    async def gaps(self, device_id: str, stream: str, limit: int) -> list[tuple[int, int]]:
+        """The first `limit` runs of missing seqs (from 1 on) of a stream, inclusive ranges."""
         ...
 
     async def readings(
@@ -126,10 +181,56 @@ def summarize(rows: list[tuple[str, str, int, int, int, dt.datetime]]) -> list[D
     return devices
 
 
-# per-stream aggregates for devices(); the same SQL on both backends
-DEVICES = """
+def in_place(readings: list[Reading], ids_by_seq: dict[int, uuid.UUID]) -> list[Reading]:
+    """The readings whose seq holds their own id after an insert: accepted or duplicates.
+
+    Their seqs bound what the batch added to its stream's seq range: a duplicate's seq lies
+    in the range already.
+    """
+    return [r for r in readings if ids_by_seq.get(r.seq) == r.id]
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching any text that contains `text` as it is."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# The same SQL on both backends below; SQLite's `?` and PostgreSQL's `$n` are filled in by
+# each store where they differ.
+
+# per-stream aggregates over every reading: what stream_summaries holds, computed the slow
+# way. It fills the table when a database without it is opened, and bench/overview.py and the
+# tests compare the two.
+DEVICES_FROM_READINGS = """
 SELECT device_id, stream, MIN(seq), MAX(seq), COUNT(*), MAX(received_at)
 FROM readings
 GROUP BY device_id, stream
 ORDER BY device_id, stream
+"""
+
+DEVICES = """
+SELECT device_id, stream, first_seq, last_seq, count, last_seen
+FROM stream_summaries
+ORDER BY device_id, stream
+"""
+
+BACKFILL_SUMMARIES = """
+INSERT INTO stream_summaries (device_id, stream, first_seq, last_seq, count, last_seen)
+SELECT device_id, stream, MIN(seq), MAX(seq), COUNT(*), MAX(received_at)
+FROM readings
+GROUP BY device_id, stream
+"""
+
+# a seq run is missing where a seq follows its predecessor (0 before the first) by more than 1
+GAPS = """
+SELECT prev + 1, seq - 1
+FROM (
+    SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) AS prev
+    FROM readings
+    WHERE device_id = {device} AND stream = {stream}
+) AS runs
+WHERE seq - prev > 1
+ORDER BY seq
+LIMIT {limit}
 """

@@ -12,14 +12,21 @@ import asyncpg
 from collector.conflicts import Stored, StoredKey, seq_range, settle, unplaced
 from collector.store import (
     AVG_SCALE,
+    BACKFILL_SUMMARIES,
     DEVICES,
+    GAPS,
     SCHEMA_VERSION,
+    Activity,
     Clock,
+    DevicePage,
     DeviceSummary,
+    Receipt,
     SeriesPoint,
     StoredReading,
     StoreError,
     bucket_width,
+    in_place,
+    like_pattern,
     summarize,
     utc_now,
 )
@@ -47,6 +54,32 @@ CREATE TABLE IF NOT EXISTS readings (
 -- created before series() existed gets it too. INCLUDE lets it skip the table's pages.
 CREATE INDEX IF NOT EXISTS readings_device_datetime ON readings (device_id, datetime)
     INCLUDE (value);
+"""
+
+# one row per (device, stream), updated in each batch's transaction from what it inserted
+SUMMARIES = """
+CREATE TABLE IF NOT EXISTS stream_summaries (
+    device_id text NOT NULL,
+    stream text NOT NULL,
+    first_seq bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    count bigint NOT NULL,
+    last_seen timestamptz NOT NULL,
+    PRIMARY KEY (device_id, stream)
+);
+"""
+
+# Arithmetic on the stored row, never values computed from a snapshot: collectors storing
+# batches of one stream at once each add only the rows their own INSERT put in, and the
+# row lock of the upsert makes each one see the other's committed sum.
+SUMMARY_UPSERT = """
+INSERT INTO stream_summaries AS s (device_id, stream, first_seq, last_seq, count, last_seen)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (device_id, stream) DO UPDATE SET
+    first_seq = LEAST(s.first_seq, EXCLUDED.first_seq),
+    last_seq = GREATEST(s.last_seq, EXCLUDED.last_seq),
+    count = s.count + EXCLUDED.count,
+    last_seen = GREATEST(s.last_seen, EXCLUDED.last_seen)
 """
 
 # no conflict target: a clash on the primary key or on the id skips the row, also between two
@@ -103,6 +136,43 @@ ORDER BY t
 """
 
 
+# series() for several devices at once, plus how many readings are at or after $7
+ACTIVITY = """
+SELECT
+    r.device_id, date_bin($4::interval, r.datetime, $2) AS t,
+    min(r.value), max(r.value), sum(r.value / $5::float8) / count(*) * $5::float8, count(*),
+    count(*) FILTER (WHERE r.datetime >= $6)
+FROM unnest($1::text[]) AS d(id)
+JOIN readings AS r ON r.device_id = d.id AND r.datetime >= $2 AND r.datetime < $3
+GROUP BY r.device_id, t
+ORDER BY r.device_id, t
+"""
+
+MATCHING = "WHERE lower(device_id) LIKE $1 ESCAPE '\\'"
+
+# the page's streams, summed up in Python: a sum of seqs near 2**63 overflows in SQL
+DEVICE_PAGE = """
+SELECT device_id, stream, first_seq, last_seq, count, last_seen
+FROM stream_summaries
+WHERE device_id IN (
+    SELECT device_id FROM stream_summaries {where}
+    GROUP BY device_id
+    ORDER BY device_id
+    LIMIT ${limit} OFFSET ${offset}
+)
+ORDER BY device_id, stream
+"""
+
+DEVICE_TOTAL = "SELECT COUNT(DISTINCT device_id) FROM stream_summaries {where}"
+
+DEVICE = """
+SELECT device_id, stream, first_seq, last_seq, count, last_seen
+FROM stream_summaries
+WHERE device_id = $1
+ORDER BY stream
+"""
+
+
 class PostgresStore:
     """Readings in PostgreSQL, in the first schema of the connection's search_path."""
 
@@ -125,12 +195,20 @@ class PostgresStore:
         logger.info("PostgreSQL store open at %s", _redact(url))
         return cls(pool, clock)
 
+    def now(self) -> dt.datetime:
+        """The store's clock: what receipts are stamped with."""
+        return self._clock()
+
     async def store_batch(self, batch: Batch) -> Ack:
         """Store a batch in one transaction; return the Ack after its commit."""
+        return (await self.receive(batch)).ack
+
+    async def receive(self, batch: Batch) -> Receipt:
+        """Store a batch and update its stream's summary in one transaction, then commit."""
         now = self._clock()
         good, rejected = split_batch(batch, now)
         if not good:
-            return Ack(accepted=0, duplicates=0, rejected=rejected)
+            return Receipt(Ack(accepted=0, duplicates=0, rejected=rejected), now)
         async with self._pool.acquire() as conn, conn.transaction():
             status = await conn.execute(
                 INSERT,
@@ -146,14 +224,67 @@ class PostgresStore:
             # the command tag is "INSERT 0 <rows inserted>"
             accepted = int(cast(str, status).rsplit(" ", 1)[1])
             ack = Ack(accepted=accepted, duplicates=0, rejected=rejected)
+            placed = good
             if accepted < len(good):
-                ack = settle(batch, good, rejected, accepted, await _stored(conn, batch, good))
-        return ack
+                stored = await _stored(conn, batch, good)
+                ack = settle(batch, good, rejected, accepted, stored)
+                placed = in_place(good, stored.ids_by_seq)
+            if accepted:
+                seqs = [r.seq for r in placed]
+                await conn.execute(
+                    SUMMARY_UPSERT,
+                    batch.device_id,
+                    batch.stream,
+                    min(seqs),
+                    max(seqs),
+                    accepted,
+                    now,
+                )
+        return Receipt(ack, now)
 
     async def devices(self) -> list[DeviceSummary]:
-        """Per device and stream: seq range, count and newest receipt, by SQL aggregates."""
-        rows = await self._pool.fetch(DEVICES)
-        return summarize([(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows])
+        """Per device and stream: seq range, count and newest receipt, from the summaries."""
+        return _summarize(await self._pool.fetch(DEVICES))
+
+    async def device(self, device_id: str) -> DeviceSummary | None:
+        """One device's summary from its streams' rows, or None."""
+        found = _summarize(await self._pool.fetch(DEVICE, device_id))
+        return found[0] if found else None
+
+    async def device_page(self, search: str | None, offset: int, limit: int) -> DevicePage:
+        """A page of devices from the summaries, in SQL: a search scans them, never readings."""
+        params: list[object] = [] if search is None else [like_pattern(search.lower())]
+        where = "" if search is None else MATCHING
+        page_sql = DEVICE_PAGE.format(where=where, limit=len(params) + 1, offset=len(params) + 2)
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            # one snapshot, so the total counts the same devices the page was cut from
+            rows = await conn.fetch(page_sql, *params, limit, offset)
+            total = await conn.fetchval(DEVICE_TOTAL.format(where=where), *params)
+        return DevicePage(int(total), _summarize(rows))
+
+    async def activity(
+        self,
+        device_ids: list[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        points: int,
+        recent: dt.datetime,
+    ) -> dict[str, Activity]:
+        """Buckets as series() cuts them, for several devices, by index range scans."""
+        width = bucket_width(start, end, points)
+        rows = await self._pool.fetch(ACTIVITY, device_ids, start, end, width, AVG_SCALE, recent)
+        found: dict[str, Activity] = {}
+        for device, t, low, high, avg, count, recent_count in rows:
+            entry = found.setdefault(device, Activity([], 0))
+            entry.points.append(SeriesPoint(t.astimezone(dt.UTC), low, high, avg, count))
+            entry.recent += recent_count
+        return found
+
+    async def gaps(self, device_id: str, stream: str, limit: int) -> list[tuple[int, int]]:
+        """Missing seq runs by a window over the stream's primary key, stopping at `limit`."""
+        sql = GAPS.format(device="$1", stream="$2", limit="$3")
+        rows = await self._pool.fetch(sql, device_id, stream, limit)
+        return [(r[0], r[1]) for r in rows]
 
     async def readings(
         self, device_id: str, since_seq: int | None, limit: int, stream: str | None
@@ -200,6 +331,10 @@ async def _stored(conn: Any, batch: Batch, readings: list[Reading]) -> Stored:
     return Stored(ids_by_seq, keys_by_id)
 
 
+def _summarize(rows: list[Any]) -> list[DeviceSummary]:
+    return summarize([(r[0], r[1], r[2], r[3], r[4], r[5].astimezone(dt.UTC)) for r in rows])
+
+
 def _redact(url: str) -> str:
     """The URL without its password, for the log."""
     scheme, sep, rest = url.partition("://")
@@ -210,15 +345,25 @@ def _redact(url: str) -> str:
 
 
 async def _migrate(conn: Any) -> None:
-    """Create the tables in a new database; refuse one written by a newer version."""
+    """Create the tables in a new database, add the summaries to a version 1 one (filled from
+    its readings); refuse one written by a newer version."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
     await conn.execute(SCHEMA)
     version = await conn.fetchval("SELECT max(version) FROM collector_schema")
-    if version is None:
-        await conn.execute("INSERT INTO collector_schema (version) VALUES ($1)", SCHEMA_VERSION)
-        logger.info("created collector schema version %d", SCHEMA_VERSION)
-    elif int(version) > SCHEMA_VERSION:
+    if version is not None and int(version) > SCHEMA_VERSION:
         raise StoreError(
-            f"the database has schema version {version}; this collector knows up to "
-            f"{SCHEMA_VERSION}"
+            f"the database has schema version {version}, newer than this collector's schema "
+            f"version {SCHEMA_VERSION}; run a newer collector"
         )
+    if version is not None and int(version) == SCHEMA_VERSION:
+        return
+    await conn.execute(SUMMARIES)
+    if version is not None:
+        # a version 1 collector still running would insert rows the backfill misses: SHARE
+        # mode holds its batches until this transaction commits (it then refuses to restart)
+        await conn.execute("LOCK TABLE readings IN SHARE MODE")
+        await conn.execute(BACKFILL_SUMMARIES)
+    await conn.execute("DELETE FROM collector_schema")
+    await conn.execute("INSERT INTO collector_schema (version) VALUES ($1)", SCHEMA_VERSION)
+    action = "created" if version is None else f"migrated from version {version} to"
+    logger.info("%s collector schema version %d", action, SCHEMA_VERSION)

@@ -6,8 +6,9 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import msgspec
@@ -15,14 +16,21 @@ import msgspec
 from collector.conflicts import Stored, StoredKey, seq_range, settle, unplaced
 from collector.store import (
     AVG_SCALE,
+    BACKFILL_SUMMARIES,
     DEVICES,
+    GAPS,
     SCHEMA_VERSION,
+    Activity,
     Clock,
+    DevicePage,
     DeviceSummary,
+    Receipt,
     SeriesPoint,
     StoredReading,
     StoreError,
     bucket_width,
+    in_place,
+    like_pattern,
     summarize,
     utc_now,
 )
@@ -44,6 +52,30 @@ CREATE TABLE IF NOT EXISTS readings (
     received_at TEXT NOT NULL,
     PRIMARY KEY (device_id, stream, seq)
 ) STRICT, WITHOUT ROWID;
+"""
+
+# one row per (device, stream), updated in each batch's transaction from what it inserted
+SUMMARIES = """
+CREATE TABLE IF NOT EXISTS stream_summaries (
+    device_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY (device_id, stream)
+) STRICT, WITHOUT ROWID;
+"""
+
+# min/max, not the batch's values alone: a batch may fill a gap below the stream's last seq
+SUMMARY_UPSERT = """
+INSERT INTO stream_summaries (device_id, stream, first_seq, last_seq, count, last_seen)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (device_id, stream) DO UPDATE SET
+    first_seq = MIN(first_seq, excluded.first_seq),
+    last_seq = MAX(last_seq, excluded.last_seq),
+    count = count + excluded.count,
+    last_seen = MAX(last_seen, excluded.last_seen)
 """
 
 # no conflict target: a clash on the primary key or on the id skips the row; whether it was a
@@ -89,22 +121,65 @@ CREATE INDEX IF NOT EXISTS readings_device_datetime ON readings (device_id, date
 # not time order within one second (`Z` sorts after `.`), so the text range only narrows
 # the index scan to whole seconds and `us`, exact integer microseconds, decides. julianday()
 # would be a float, a few microseconds off, and could move a reading across a bucket edge.
-SERIES = """
+MICROSECONDS = """
+    CAST(strftime('%s', substr(datetime, 1, 19)) AS INTEGER) * 1000000
+    + CASE WHEN length(datetime) > 20 THEN CAST(substr(datetime, 21, 6) AS INTEGER)
+      ELSE 0 END
+"""
+
+SERIES = f"""
 SELECT
     (us - :start) / :width AS bucket,
     MIN(value), MAX(value), AVG(value / :scale) * :scale, COUNT(*)
 FROM (
-    SELECT
-        CAST(strftime('%s', substr(datetime, 1, 19)) AS INTEGER) * 1000000
-        + CASE WHEN length(datetime) > 20 THEN CAST(substr(datetime, 21, 6) AS INTEGER)
-          ELSE 0 END AS us,
-        value
+    SELECT {MICROSECONDS} AS us, value
     FROM readings
     WHERE device_id = :device AND datetime >= :low AND datetime < :high
 )
 WHERE us >= :start AND us < :end
 GROUP BY bucket
 ORDER BY bucket
+"""
+
+# series() for several devices at once, plus how many readings are at or after :recent
+ACTIVITY = f"""
+SELECT
+    device_id, (us - :start) / :width AS bucket,
+    MIN(value), MAX(value), AVG(value / :scale) * :scale, COUNT(*), SUM(us >= :recent)
+FROM (
+    SELECT device_id, {MICROSECONDS} AS us, value
+    FROM readings
+    WHERE device_id IN ({{marks}}) AND datetime >= :low AND datetime < :high
+)
+WHERE us >= :start AND us < :end
+GROUP BY device_id, bucket
+ORDER BY device_id, bucket
+"""
+
+# lower() of SQLite folds ASCII letters only; LOWER_TEXT is Python's, registered per connection
+LOWER_TEXT = "pulse_lower"
+MATCHING = f"WHERE {LOWER_TEXT}(device_id) LIKE ? ESCAPE '\\'"
+
+# the page's streams, summed up in Python: a sum of seqs near 2**63 overflows in SQL
+DEVICE_PAGE = """
+SELECT device_id, stream, first_seq, last_seq, count, last_seen
+FROM stream_summaries
+WHERE device_id IN (
+    SELECT device_id FROM stream_summaries {where}
+    GROUP BY device_id
+    ORDER BY device_id
+    LIMIT ? OFFSET ?
+)
+ORDER BY device_id, stream
+"""
+
+DEVICE_TOTAL = "SELECT COUNT(DISTINCT device_id) FROM stream_summaries {where}"
+
+DEVICE = """
+SELECT device_id, stream, first_seq, last_seq, count, last_seen
+FROM stream_summaries
+WHERE device_id = ?
+ORDER BY stream
 """
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
@@ -143,6 +218,7 @@ class SqliteStore:
             reader = await aiosqlite.connect(path)
             await reader.execute("PRAGMA query_only=ON")
             await reader.execute("PRAGMA busy_timeout=5000")
+            await reader.create_function(LOWER_TEXT, 1, _lower, deterministic=True)
         except BaseException:
             if reader is not None:
                 await reader.close()
@@ -151,26 +227,44 @@ class SqliteStore:
         logger.info("SQLite store open at %s", path)
         return cls(writer, reader, clock)
 
+    def now(self) -> dt.datetime:
+        """The store's clock: what receipts are stamped with."""
+        return self._clock()
+
     async def store_batch(self, batch: Batch) -> Ack:
         """Store a batch in one transaction; return the Ack after its commit."""
+        return (await self.receive(batch)).ack
+
+    async def receive(self, batch: Batch) -> Receipt:
+        """Store a batch and update its stream's summary in one transaction, then commit."""
         now = self._clock()
         good, rejected = split_batch(batch, now)
         if not good:
-            return Ack(accepted=0, duplicates=0, rejected=rejected)
-        rows = _rows(batch.device_id, batch.stream, good, timestamp_text(now))
+            return Receipt(Ack(accepted=0, duplicates=0, rejected=rejected), now)
+        received = timestamp_text(now)
+        rows = _rows(batch.device_id, batch.stream, good, received)
         async with self._write_lock:
             before = self._writer.total_changes
             try:
                 await self._writer.executemany(INSERT, rows)
                 accepted = self._writer.total_changes - before
                 ack = Ack(accepted=accepted, duplicates=0, rejected=rejected)
+                placed = good
                 if accepted < len(good):
-                    ack = settle(batch, good, rejected, accepted, await self._stored(batch, good))
+                    stored = await self._stored(batch, good)
+                    ack = settle(batch, good, rejected, accepted, stored)
+                    placed = in_place(good, stored.ids_by_seq)
+                if accepted:
+                    seqs = [r.seq for r in placed]
+                    summary = (min(seqs), max(seqs), accepted, received)
+                    await self._writer.execute(
+                        SUMMARY_UPSERT, (batch.device_id, batch.stream, *summary)
+                    )
                 await self._writer.commit()
             except BaseException:
                 await _rollback(self._writer)
                 raise
-        return ack
+        return Receipt(ack, now)
 
     async def _stored(self, batch: Batch, readings: list[Reading]) -> Stored:
         """What the writer sees at the readings' seqs, then at their ids where a seq is free."""
@@ -206,14 +300,59 @@ class SqliteStore:
         return keys
 
     async def devices(self) -> list[DeviceSummary]:
-        """Per device and stream: seq range, count and newest receipt, by SQL aggregates."""
-        rows = await self._reader.execute_fetchall(DEVICES)
-        return summarize(
-            [
-                (device, stream, first, last, count, dt.datetime.fromisoformat(seen))
-                for device, stream, first, last, count, seen in rows
-            ]
+        """Per device and stream: seq range, count and newest receipt, from the summaries."""
+        return _summarize(await self._reader.execute_fetchall(DEVICES))
+
+    async def device(self, device_id: str) -> DeviceSummary | None:
+        """One device's summary from its streams' rows, or None."""
+        found = _summarize(await self._reader.execute_fetchall(DEVICE, (device_id,)))
+        return found[0] if found else None
+
+    async def device_page(self, search: str | None, offset: int, limit: int) -> DevicePage:
+        """A page of devices from the summaries, in SQL: a search scans them, never readings."""
+        where, params = ("", []) if search is None else (MATCHING, [like_pattern(search.lower())])
+        rows = await self._reader.execute_fetchall(
+            DEVICE_PAGE.format(where=where), [*params, limit, offset]
         )
+        ((total,),) = await self._reader.execute_fetchall(DEVICE_TOTAL.format(where=where), params)
+        return DevicePage(total, _summarize(rows))
+
+    async def activity(
+        self,
+        device_ids: list[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        points: int,
+        recent: dt.datetime,
+    ) -> dict[str, Activity]:
+        """Buckets as series() cuts them, for several devices, by index range scans."""
+        width = bucket_width(start, end, points)
+        params: dict[str, object] = {
+            "start": _epoch_us(start),
+            "end": _epoch_us(end),
+            "recent": _epoch_us(recent),
+            "width": width // dt.timedelta(microseconds=1),
+            "scale": AVG_SCALE,
+            "low": _second_text(start),
+            "high": _second_text(end) + "~",
+        }
+        first = start.astimezone(UTC)
+        found: dict[str, Activity] = {}
+        for chunk in _chunks(device_ids):
+            names = {f"d{i}": device for i, device in enumerate(chunk)}
+            sql = ACTIVITY.format(marks=", ".join(f":{name}" for name in names))
+            rows = await self._reader.execute_fetchall(sql, {**params, **names})
+            for device, bucket, low, high, avg, count, recent_count in rows:
+                entry = found.setdefault(device, Activity([], 0))
+                entry.points.append(SeriesPoint(first + bucket * width, low, high, avg, count))
+                entry.recent += recent_count
+        return found
+
+    async def gaps(self, device_id: str, stream: str, limit: int) -> list[tuple[int, int]]:
+        """Missing seq runs by a window over the stream's primary key, stopping at `limit`."""
+        sql = GAPS.format(device="?", stream="?", limit="?")
+        rows = await self._reader.execute_fetchall(sql, (device_id, stream, limit))
+        return [(low, high) for low, high in rows]
 
     async def readings(
         self, device_id: str, since_seq: int | None, limit: int, stream: str | None
@@ -289,6 +428,19 @@ def _rows(
     ]
 
 
+def _summarize(rows: Iterable[Any]) -> list[DeviceSummary]:
+    return summarize(
+        [
+            (device, stream, first, last, count, dt.datetime.fromisoformat(seen))
+            for device, stream, first, last, count, seen in rows
+        ]
+    )
+
+
+def _lower(text: str | None) -> str | None:
+    return None if text is None else text.lower()
+
+
 def _epoch_us(when: dt.datetime) -> int:
     return (when - EPOCH) // dt.timedelta(microseconds=1)
 
@@ -314,17 +466,22 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
 
 
 async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
-    """Create the schema in a new file; refuse a file written by a newer version."""
+    """Create the schema in a new file, add the summaries to a version 1 file (filled from its
+    readings); refuse a file written by a newer version."""
     async with conn.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     version = int(row[0]) if row else 0
     if version > SCHEMA_VERSION:
         raise StoreError(
-            f"{path} has schema version {version}; this collector knows up to {SCHEMA_VERSION}"
+            f"{path} has schema version {version}, newer than this collector's schema version "
+            f"{SCHEMA_VERSION}; run a newer collector"
         )
     if version == SCHEMA_VERSION:
         return
+    # one transaction: a crash leaves version 1 with no summaries, and the next open redoes it
     await conn.executescript(
-        f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        f"BEGIN IMMEDIATE; {SCHEMA} {SUMMARIES} {BACKFILL_SUMMARIES};"
+        f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     )
-    logger.info("created collector schema version %d in %s", SCHEMA_VERSION, path)
+    action = "created" if version == 0 else f"migrated from version {version} to"
+    logger.info("%s collector schema version %d in %s", action, SCHEMA_VERSION, path)

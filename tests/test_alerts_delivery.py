@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
@@ -377,14 +378,18 @@ async def test_acknowledge_silence_history_and_a_test_send(
         assert (alert.acknowledged, alert.silenced_until) == (True, until)
         states = [h.state for h in await engine.history("High", "d")]
         assert states == ["silenced", "acknowledged", "firing", "pending"]
-        assert await engine.send_test("ops")
-        assert not await engine.send_test("nope")
+        assert await engine.send_test(Channel(name="ops", urls=[webhook.url])) is None
+        webhook.fail = True
+        why = await engine.send_test(Channel(name="ops", urls=[webhook.url]))
+        assert why is not None
+        assert "not delivered" in why
     assert webhook.texts()[-1].startswith("[test]")
 
 
-async def test_the_app_runs_alerts_only_when_rules_are_configured(
+async def test_the_app_runs_alerts_even_without_rules_in_the_config(
     tmp_path: Path, aiohttp_client: Any, webhook: Webhook
 ) -> None:
+    """Rules can be created in the UI, so the engine runs whatever the config holds."""
     import sqlite3
 
     from collector.alerts.worker import ALERTS
@@ -398,9 +403,9 @@ async def test_the_app_runs_alerts_only_when_rules_are_configured(
 
     plain = create_app(CollectorConfig(db=str(tmp_path / "plain.db")))
     client = await aiohttp_client(plain)
-    assert ALERTS not in plain
+    assert await plain[ALERTS].store.rules() == []
     await client.close()
-    assert tables(tmp_path / "plain.db") == {"readings"}
+    assert {"alerts", "alert_rules", "alert_cursor"} <= tables(tmp_path / "plain.db")
 
     alerts = AlertsConfig(channels={"ops": [webhook.url]}, rules=[HIGH], interval_s=0.05)
     app = create_app(CollectorConfig(db=str(tmp_path / "alerts.db"), alerts=alerts))
@@ -409,3 +414,59 @@ async def test_the_app_runs_alerts_only_when_rules_are_configured(
     await asyncio.sleep(0.2)  # the worker runs a few steps
     await client.close()
     assert {"alerts", "alert_rules", "alert_cursor"} <= tables(tmp_path / "alerts.db")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_an_acknowledgement_made_during_an_evaluation_is_kept(
+    backend: str, tmp_path: Path
+) -> None:
+    """The API acknowledges while the worker evaluates: the evaluation's write, made from
+    what it read before, must not undo the acknowledgement (a repeat would follow)."""
+    from collector.alerts.evaluation import Outcome
+
+    clock = Clock()
+    repeating = Rule(name="High", when="above", threshold=120, repeat_s=60)
+    async with stores(backend, tmp_path, clock) as (readings, alerts):
+        await alerts.seed([repeating], [])
+        engine = AlertEngine(alerts, Notifier(timeout_s=10), clock, read_lag_s=0)
+        await engine.step()
+        clock.advance(1)
+        await send(readings, "d", 1, 150)
+        await engine.step()
+        read = {a.key: a for a in await alerts.alerts()}  # the evaluation reads...
+        assert await engine.acknowledge("High", "d")  # ...the API acknowledges...
+        outcome = Outcome(read)
+        (alert,) = read.values()
+        alert.last_notified_at = clock.now  # ...the evaluation repeats and writes
+        outcome.put(alert)
+        await alerts.apply(outcome, clock.now)
+        (stored,) = await alerts.alerts()
+        assert (stored.state, stored.acknowledged) == ("firing", True)
+        # a move to another state still clears it, as firing again must be acknowledged anew
+        clock.advance(1)
+        await send(readings, "d", 2, 100)
+        await engine.step()
+        (stored,) = await alerts.alerts()
+        assert (stored.state, stored.acknowledged) == ("resolved", False)
+
+
+async def test_a_replaced_rule_keeps_only_the_alerts_it_would_still_make(tmp_path: Path) -> None:
+    """A pending alert of a device the rule no longer watches would otherwise still fire."""
+    clock = Clock()
+    async with stores("sqlite", tmp_path, clock) as (readings, alerts):
+        await alerts.seed([HIGH], [Channel(name="ops", urls=["json://127.0.0.1:9/a"])])
+        engine = AlertEngine(alerts, Notifier(timeout_s=10), clock, read_lag_s=0)
+        await engine.step()
+        clock.advance(1)
+        await send(readings, "a", 1, 130)
+        await send(readings, "b", 1, 130)
+        await engine.step()
+        assert [a.device_id for a in await alerts.alerts("pending")] == ["a", "b"]
+        assert not await alerts.put_rule(msgspec.structs.replace(HIGH, threshold=125))
+        assert len(await alerts.alerts()) == 2
+        assert not await alerts.put_rule(msgspec.structs.replace(HIGH, device="a"))
+        assert [a.device_id for a in await alerts.alerts()] == ["a"]
+        silent = Rule(name=HIGH.name, device="a", when="silent", for_s=600)
+        assert not await alerts.put_rule(silent)
+        assert await alerts.alerts() == []
+        assert await alerts.put_rule(msgspec.structs.replace(HIGH, name="New"))

@@ -428,3 +428,15 @@ async def test_a_nul_in_an_id_or_unit_is_400_on_every_store(client: Client) -> N
         status, error = await post(client, batch)
         assert status == 400
         assert error["error"].endswith(f"at `{where}`")
+
+
+@pytest.mark.parametrize("path", ["/", "/alerts", "/api/v1/devices", "/nowhere"])
+async def test_every_answer_carries_the_security_headers(client: Client, path: str) -> None:
+    """No framing of the pages (clickjacking), no inline script, no sniffing, no referrer."""
+    response = await client.get(path)
+    assert response.headers["Content-Security-Policy"] == (
+        "default-src 'self'; frame-ancestors 'none'"
+    )
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"

@@ -11,8 +11,9 @@ from pytest_aiohttp import AiohttpClient
 
 from agent.dashboard import DASHBOARD
 from agent.keys import HUB
-from agent.security import CSRF_HEADER, is_allowed_host, is_loopback
+from agent.security import CSRF_HEADER, is_allowed_host
 from agent.status import State
+from pulse_common.hosts import is_loopback
 from tests.dashboard_client import (
     Client,
     app_of,

@@ -231,7 +231,7 @@ def test_the_flags_of_both_programs() -> None:
     assert secret_keys(Config) == {"server.token", "dashboard.password"}
     assert "sender.batch_size" not in restart_keys(Config)
     assert {"storage.path", "dashboard.port", "logs.dir"} <= restart_keys(Config)
-    assert secret_keys(CollectorConfig) == {"tokens"}
+    assert secret_keys(CollectorConfig) == {"tokens", "read_tokens"}
     # the collector reads its settings once, at start
     assert restart_keys(CollectorConfig) == set(flatten(CollectorConfig()))
 

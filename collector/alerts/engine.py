@@ -7,6 +7,7 @@ import logging
 
 from collector.alerts.evaluation import Alert, Outcome, State, evaluate
 from collector.alerts.notify import Notifier
+from collector.alerts.rules import Channel
 from collector.alerts.store import AlertStore, HistoryEntry, Queued
 from collector.store import Clock, utc_now
 
@@ -83,9 +84,17 @@ class AlertEngine:
         await self.store.delivered(done)
         return sent
 
+    def now(self) -> dt.datetime:
+        """The engine's clock: the time an acknowledgement or a silence is taken at."""
+        return self._clock()
+
     async def alerts(self, state: State | None = None) -> list[Alert]:
         """Every current alert, or those in `state`."""
         return await self.store.alerts(state)
+
+    async def alert(self, rule: str, device_id: str) -> Alert | None:
+        """The current alert of `rule` on `device_id`, or None."""
+        return await self.store.alert(rule, device_id)
 
     async def acknowledge(self, rule: str, device_id: str) -> bool:
         """Acknowledge an alert: no more repeats of it; False if there is no such alert."""
@@ -95,13 +104,17 @@ class AlertEngine:
         """Hold back an alert's notifications until `until` (None: lift the silence)."""
         return await self.store.silence(rule, device_id, until, self._clock())
 
+    async def silence_for(self, rule: str, device_id: str, seconds: float) -> bool:
+        """Hold back an alert's notifications for `seconds` from now (0: lift the silence)."""
+        until = self._clock() + dt.timedelta(seconds=seconds) if seconds > 0 else None
+        return await self.silence(rule, device_id, until)
+
     async def history(
         self, rule: str | None = None, device_id: str | None = None, limit: int = 100
     ) -> list[HistoryEntry]:
         """The newest history lines, of one rule and/or device if given."""
         return await self.store.history(rule, device_id, limit)
 
-    async def send_test(self, channel: str) -> bool:
-        """Send a test notification to a channel; False if unknown or not delivered."""
-        found = [c for c in await self.store.channels() if c.name == channel]
-        return bool(found) and await self._notifier.send_test(found[0])
+    async def send_test(self, channel: Channel) -> str | None:
+        """Send a test notification to `channel`: None if delivered, else why not."""
+        return await self._notifier.send_test(channel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import msgspec
@@ -15,7 +16,8 @@ EVERY_DEVICE = "*"
 
 RuleName = Annotated[
     str,
-    msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$"),
+    # `(?!\n)`: Python's `$` also matches before a final newline, JSON Schema's does not
+    msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$(?!\n)"),
     expecting("a name of 1 to 100 printable characters"),
 ]
 ChannelName = Annotated[
@@ -99,6 +101,12 @@ class Channel(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 def rule_problems(rule: Rule, channels: set[str]) -> list[Problem]:
     """What is wrong across a rule's fields, keys relative to the rule; [] if it is usable."""
     found: list[Problem] = []
+    for key in ("threshold", "clear"):
+        number = getattr(rule, key)
+        if number is not None and not math.isfinite(number):
+            found.append(Problem(key, f"expected a finite number, got {number}"))
+    if found:
+        return found
     if rule.when == "silent":
         for key in ("threshold", "clear"):
             if getattr(rule, key) is not None:

@@ -14,7 +14,9 @@ from typing import Literal, NamedTuple
 
 import msgspec
 
-from collector.alerts.database import (
+from collector.alerts.evaluation import Alert, Key, Notice, Outcome, Sample, State, Transition
+from collector.alerts.rules import EVERY_DEVICE, Channel, Rule
+from collector.database import (
     Connection,
     Database,
     PostgresDatabase,
@@ -22,8 +24,6 @@ from collector.alerts.database import (
     as_time,
     maybe_time,
 )
-from collector.alerts.evaluation import Alert, Key, Notice, Outcome, Sample, State, Transition
-from collector.alerts.rules import Channel, Rule
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +95,16 @@ ON CONFLICT (name) DO UPDATE SET urls = excluded.urls, source = 'user'
 ALERT_COLUMNS = (
     "rule, device_id, state, since, value, acknowledged, silenced_until, last_notified_at"
 )
-# silenced_until is only ever set by silence(): an evaluation that ran alongside keeps it
+# silenced_until is only ever set by silence(): an evaluation that ran alongside keeps it.
+# Likewise an acknowledgement made alongside: an evaluation only ever clears one, when the
+# alert moves (fires or resolves), so it is kept while state and since stay.
 PUT_ALERT = f"""
 INSERT INTO alerts ({ALERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (rule, device_id) DO UPDATE SET
     state = excluded.state, since = excluded.since, value = excluded.value,
-    acknowledged = excluded.acknowledged, last_notified_at = excluded.last_notified_at
+    acknowledged = CASE WHEN alerts.state = excluded.state AND alerts.since = excluded.since
+        THEN alerts.acknowledged OR excluded.acknowledged ELSE excluded.acknowledged END,
+    last_notified_at = excluded.last_notified_at
 """
 ADD_HISTORY = "INSERT INTO alert_history (rule, device_id, state, at, value) VALUES (?, ?, ?, ?, ?)"
 PUT_CURSOR = """
@@ -199,10 +203,18 @@ class AlertStore:
         rows = await self._db.fetch("SELECT definition FROM alert_rules ORDER BY name")
         return [msgspec.json.decode(str(text), type=Rule) for (text,) in rows]
 
-    async def put_rule(self, rule: Rule) -> None:
-        """Create or replace a rule (a user's edit: the config file no longer overrides it)."""
+    async def put_rule(self, rule: Rule) -> bool:
+        """Create or replace a rule (a user's edit: the config file no longer overrides it);
+        True if it is new. A replaced rule's alerts that no longer fit it are removed."""
         async with self._db.transaction() as tx:
+            found = await tx.fetch(
+                "SELECT definition FROM alert_rules WHERE name = ?", (rule.name,)
+            )
             await tx.execute(PUT_RULE, (rule.name, _json(rule)))
+            if found:
+                old = msgspec.json.decode(str(found[0][0]), type=Rule)
+                await _drop_misfits(tx, old, rule)
+        return not found
 
     async def delete_rule(self, name: str) -> bool:
         """Delete a rule and its current alerts (their history stays); False if unknown."""
@@ -220,18 +232,29 @@ class AlertStore:
             for name, urls in rows
         ]
 
-    async def put_channel(self, channel: Channel) -> None:
-        """Create or replace a channel (a user's edit)."""
+    async def put_channel(self, channel: Channel) -> bool:
+        """Create or replace a channel (a user's edit); True if it is new."""
         async with self._db.transaction() as tx:
+            found = await tx.fetch(
+                "SELECT name FROM alert_channels WHERE name = ?", (channel.name,)
+            )
             await tx.execute(PUT_CHANNEL, (channel.name, _json(channel.urls)))
+        return not found
 
-    async def delete_channel(self, name: str) -> bool:
-        """Delete a channel and its queued notices; False if unknown."""
+    async def delete_channel(self, name: str) -> list[str] | None:
+        """Delete a channel and its queued notices, unless rules use it: None if unknown,
+        else the names of the rules that use it ([] when it was deleted)."""
         async with self._db.transaction() as tx:
             found = await tx.fetch("SELECT name FROM alert_channels WHERE name = ?", (name,))
-            await tx.execute("DELETE FROM alert_outbox WHERE channel = ?", (name,))
-            await tx.execute("DELETE FROM alert_channels WHERE name = ?", (name,))
-        return bool(found)
+            if not found:
+                return None
+            rows = await tx.fetch("SELECT definition FROM alert_rules ORDER BY name")
+            rules = [msgspec.json.decode(str(text), type=Rule) for (text,) in rows]
+            users = [r.name for r in rules if name in r.channels]
+            if not users:
+                await tx.execute("DELETE FROM alert_outbox WHERE channel = ?", (name,))
+                await tx.execute("DELETE FROM alert_channels WHERE name = ?", (name,))
+        return users
 
     # --- alerts -------------------------------------------------------------------------
 
@@ -244,6 +267,27 @@ class AlertStore:
             args = (state,)
         rows = await self._db.fetch(sql + " ORDER BY rule, device_id", args)
         return [_alert(row) for row in rows]
+
+    async def alert(self, rule: str, device_id: str) -> Alert | None:
+        """The current alert of `rule` on `device_id`, or None."""
+        rows = await self._db.fetch(
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE rule = ? AND device_id = ?",
+            (rule, device_id),
+        )
+        return _alert(rows[0]) if rows else None
+
+    async def open_counts(self, device_ids: list[str]) -> dict[str, int]:
+        """How many pending or firing alerts each of `device_ids` has; absent means none."""
+        if not device_ids:
+            return {}
+        marks = ", ".join("?" * len(device_ids))
+        rows = await self._db.fetch(
+            "SELECT device_id, COUNT(*) FROM alerts"
+            f" WHERE state IN ('pending', 'firing') AND device_id IN ({marks})"
+            " GROUP BY device_id",
+            tuple(device_ids),
+        )
+        return {str(device): int(count) for device, count in rows}
 
     async def acknowledge(self, rule: str, device_id: str, at: dt.datetime) -> bool:
         """Mark an alert acknowledged (no more repeats); False if there is no such alert."""
@@ -327,6 +371,18 @@ class AlertStore:
         """Remove delivered (or undeliverable) notices from the outbox."""
         async with self._db.transaction() as tx:
             await tx.execute_many("DELETE FROM alert_outbox WHERE id = ?", [(i,) for i in ids])
+
+
+async def _drop_misfits(tx: Connection, old: Rule, new: Rule) -> None:
+    """Remove the current alerts of a replaced rule that its new definition would never
+    have made: all of them if its kind changed, else those of devices it no longer watches
+    (a pending one would otherwise still fire). Their history stays."""
+    if old.when != new.when:
+        await tx.execute("DELETE FROM alerts WHERE rule = ?", (new.name,))
+    elif new.device != EVERY_DEVICE:
+        await tx.execute(
+            "DELETE FROM alerts WHERE rule = ? AND device_id <> ?", (new.name, new.device)
+        )
 
 
 async def _delete_alerts(tx: Connection, keys: list[Key]) -> None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from collector.alerts.engine import AlertEngine
-from collector.alerts.notify import Notifier, load_apprise
+from collector.alerts.notify import MISSING, Notifier
 from collector.alerts.rules import Channel
 from collector.alerts.store import AlertStore
 from collector.config import CollectorConfig
 from collector.lifecycle import request_stop
+from collector.live import LIVE, LiveHub
 from collector.store import Clock
 
 logger = logging.getLogger(__name__)
@@ -23,12 +25,22 @@ ALERTS: web.AppKey[AlertEngine] = web.AppKey("alerts")
 Sleep = Callable[[float], Awaitable[None]]
 
 
-async def run_alerts(engine: AlertEngine, interval_s: float, sleep: Sleep = asyncio.sleep) -> None:
-    """Evaluate and notify every `interval_s` until cancelled; a failed step is logged."""
+async def run_alerts(
+    engine: AlertEngine,
+    interval_s: float,
+    sleep: Sleep = asyncio.sleep,
+    on_change: Callable[[], None] = lambda: None,
+) -> None:
+    """Evaluate and notify every `interval_s` until cancelled; a failed step is logged.
+    `on_change` is called after each evaluation that moved or updated an alert (pages
+    refresh then)."""
     failing = False
     while True:
         try:
-            await engine.step()
+            outcome = await engine.step()
+            # a firing alert's new value changes the page too, not only a new state
+            if outcome.transitions or outcome.changed:
+                on_change()
         except Exception:
             # logged in full once, then briefly until a step succeeds again
             if not failing:
@@ -39,6 +51,11 @@ async def run_alerts(engine: AlertEngine, interval_s: float, sleep: Sleep = asyn
                 logger.info("alert evaluation works again")
             failing = False
         await sleep(interval_s)
+
+
+def announce_change(live: LiveHub) -> None:
+    """Tell the pages' websockets that alerts, rules or channels changed: they refetch."""
+    live.publish({"type": "alerts"})
 
 
 def _watch(app: web.Application) -> Callable[[asyncio.Task[None]], None]:
@@ -54,23 +71,40 @@ def _watch(app: web.Application) -> Callable[[asyncio.Task[None]], None]:
     return done
 
 
+def _check_apprise() -> None:
+    """Say at start, once, that notifications will fail without Apprise; run all the same."""
+    # only looked for, not imported: loading its plugins imports much (gi, for dbus), and a
+    # server that never sends a notification should not pay for it
+    try:
+        found = importlib.util.find_spec("apprise") is not None
+    except ImportError:
+        found = False
+    if not found:
+        logger.warning("alerts are evaluated, but no notification can be sent: %s", MISSING)
+
+
 def alerts_context(
     config: CollectorConfig, clock: Clock
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup context: the alert store opened and seeded, the worker run, both ended."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        load_apprise()  # AlertsUnavailable, naming the extra to install, before anything opens
+        _check_apprise()
         store = await AlertStore.open(db=config.db, database_url=config.database_url)
         try:
             channels = [Channel(name=n, urls=u) for n, u in config.alerts.channels.items()]
             await store.seed(config.alerts.rules, channels)
             engine = AlertEngine(store, Notifier(), clock)
             app[ALERTS] = engine
-            task = asyncio.create_task(run_alerts(engine, config.alerts.interval_s))
+            live = app[LIVE]
+            task = asyncio.create_task(
+                run_alerts(
+                    engine, config.alerts.interval_s, on_change=lambda: announce_change(live)
+                )
+            )
             task.add_done_callback(_watch(app))
             logger.info(
-                "alerts: %d rules, every %.1f s", len(config.alerts.rules), config.alerts.interval_s
+                "alerts: %d rules, every %.1f s", len(await store.rules()), config.alerts.interval_s
             )
             try:
                 yield

@@ -1,6 +1,6 @@
-"""The SQL connection the alert store talks through: one interface over SQLite and PostgreSQL.
+"""One SQL interface over SQLite and PostgreSQL, for the alert and account stores.
 
-The alert store writes its SQL once, with `?` placeholders and `{ts}`/`{id}` in its DDL;
+A store writes its SQL once, with `?` placeholders and `{ts}`/`{id}` in its DDL;
 this module runs it on either backend. SQLite holds times as the fixed-width UTC text the
 reading store uses (so text order is time order); PostgreSQL as timestamptz.
 """
