@@ -6,12 +6,13 @@ import datetime as dt
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 from tests.harness import Proc
+from tests.receivers import Mailbox, Webhook, smtp_server
 
 # a fixed instant for readings whose time only has to be valid and ordered
 T0 = dt.datetime(2026, 11, 26, 23, 0, tzinfo=dt.UTC)
@@ -67,3 +68,17 @@ def procs() -> Iterator[list[Proc]]:
     yield started
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture
+async def webhook() -> AsyncIterator[Webhook]:
+    """A real webhook receiver (aiohttp) on loopback, for Apprise's json:// URLs."""
+    async with Webhook().running() as hook:
+        yield hook
+
+
+@pytest.fixture
+def mailbox() -> Iterator[tuple[Mailbox, str]]:
+    """A real SMTP server (aiosmtpd) on loopback, and the mailto:// URL that reaches it."""
+    with smtp_server() as found:
+        yield found

@@ -14,18 +14,17 @@ import contextlib
 import itertools
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import pytest
-from aiosmtpd.controller import Controller
 
 from tests.conftest import reading
-from tests.harness import ROOT, Proc, free_port, start_collector
-from tests.test_alerts_delivery import Mailbox, Webhook
+from tests.harness import ROOT, Proc, start_collector
+from tests.receivers import Mailbox, Webhook
 from tests.test_collector_postgres import postgres_schema
 from tests.test_collector_standalone import SITECUSTOMIZE
 
@@ -123,24 +122,6 @@ async def collector(workdir: Path, *args: str) -> AsyncIterator[Api]:
         code = await asyncio.to_thread(proc.stop)
     assert code == 0, proc.output()
     assert "Traceback" not in proc.output(), proc.output()
-
-
-@pytest.fixture
-async def webhook() -> AsyncIterator[Webhook]:
-    async with Webhook().running() as hook:
-        yield hook
-
-
-@pytest.fixture
-def mailbox() -> Iterator[tuple[Mailbox, str]]:
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield box, f"mailto://127.0.0.1:{port}?from=pulse@example.com&to=ops@example.com"
-    finally:
-        controller.stop()
 
 
 def keys(answer: dict[str, Any]) -> list[str]:

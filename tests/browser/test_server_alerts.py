@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.conftest import Pages, shot
 from tests.browser.server_stack import BACKENDS, Batch, Server, heart_rate, now, open_server
 from tests.harness import free_port, wait_until
-from tests.test_alerts_delivery import Mailbox, Webhook
+from tests.receivers import Mailbox, Webhook, smtp_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -84,14 +83,8 @@ def hook() -> Iterator[Hook]:
 @pytest.fixture
 def mail() -> Iterator[tuple[Mailbox, str]]:
     """A real SMTP server on loopback, and the mailto:// URL that reaches it."""
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield box, f"mailto://127.0.0.1:{port}?from=pulse@example.com&to=ops@example.com"
-    finally:
-        controller.stop()
+    with smtp_server() as found:
+        yield found
 
 
 @contextlib.contextmanager

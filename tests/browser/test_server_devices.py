@@ -136,6 +136,39 @@ def test_a_posted_batch_updates_its_row_without_a_reload(server: Server, pages: 
     page.unroute("**/api/v1/overview*")
 
 
+def test_a_device_not_heard_from_shows_silent_since_when(server: Server, pages: Pages) -> None:
+    """A device the server no longer calls live reads "Silent since HH:MM" (its last receipt)."""
+    server.post(Batch("quiet", heart_rate(now(), 5, 1.0, seed=4)))
+    server.post(Batch("chatty", heart_rate(now(), 5, 1.0, seed=5)))
+    # the server calls a device live up to 120 s after its last receipt, by its own clock:
+    # rather than wait that long, its answer is rewritten to a receipt 5 minutes before `now`
+    silent_since: list[dt.datetime] = []
+
+    def five_minutes_old(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        server_now = dt.datetime.fromisoformat(body["now"].replace("Z", "+00:00"))
+        for device in body["devices"]:
+            if device["device_id"] == "quiet":
+                seen = server_now - dt.timedelta(minutes=5)
+                device["last_seen"] = seen.isoformat()
+                device["live"] = False
+                silent_since.append(seen)
+        route.fulfill(response=response, json=body)
+
+    page = pages.open("about:blank")
+    page.route("**/api/v1/overview?*", five_minutes_old)
+    page.goto(server.url + "/")
+    expect(row(page, "chatty").locator("td").nth(1)).to_have_text(re.compile("^Live"))
+    state = row(page, "quiet").locator("td").nth(1)
+    expect(state).to_have_text(re.compile(r"^Silent since "))
+    offset_min = page.evaluate("new Date().getTimezoneOffset()")
+    local = silent_since[-1] - dt.timedelta(minutes=offset_min)
+    # "Silent since 14:03", or with the date when that was yesterday
+    expect(state).to_have_text(re.compile(rf"^Silent since (.+, )?{local:%H:%M}"))
+    expect(row(page, "quiet").locator("td").nth(2)).to_have_text(re.compile("^5 min"))
+
+
 def test_search_and_paging_with_10000_devices(server: Server, pages: Pages) -> None:
     end = now()
     # one small batch per device, many at once over HTTP, as a fleet of agents would send
