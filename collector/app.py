@@ -69,6 +69,11 @@ def create_app(config: CollectorConfig, *, clock: Clock = utc_now) -> web.Applic
     app[LIVE] = LiveHub()
     app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.append(_store_context(config, clock))
+    if config.database_url:
+        # other processes may share the database: their live events reach this one's pages
+        from collector.live_postgres import live_context
+
+        app.cleanup_ctx.append(live_context(config.database_url))
     app.cleanup_ctx.append(accounts_context(config, clock))
     app.cleanup_ctx.append(alerts_context(config, clock))
     app.router.add_post("/api/v1/readings", post_readings)

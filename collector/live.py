@@ -2,20 +2,22 @@
 
 Each subscriber gets a bounded queue. A subscriber that falls behind loses the events it has
 not read yet and is told so (`{"type": "lagged"}`: refetch), so one slow browser never holds
-up ingest. Today the hub lives in one process; with several processes on PostgreSQL (the
-fleet issue) the same interface is fed by LISTEN/NOTIFY.
+up ingest. With several processes on one PostgreSQL database, a relay (live_postgres.py)
+carries each published event to the other processes, which `deliver` it to their own
+subscribers; handlers only ever `publish`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
 
 Event = dict[str, Any]
+Relay = Callable[[Event], None]
 
 QUEUE_SIZE = 256
 LAGGED: Event = {"type": "lagged"}
@@ -58,9 +60,17 @@ class LiveHub:
 
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
+        # set while events are relayed to other processes; never blocks either
+        self.relay: Relay | None = None
 
     def publish(self, event: Event) -> None:
-        """Offer `event` to every subscriber."""
+        """Offer `event` to every subscriber here, and hand it to the relay if there is one."""
+        self.deliver(event)
+        if self.relay is not None:
+            self.relay(event)
+
+    def deliver(self, event: Event) -> None:
+        """Offer `event` to this process's subscribers only (an event from another process)."""
         for subscription in self._subscriptions:
             subscription.offer(event)
 

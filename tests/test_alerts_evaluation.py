@@ -148,6 +148,17 @@ def test_repeat_s_notifies_again_while_firing() -> None:
     ]
 
 
+def test_an_alert_that_fires_is_not_repeated_in_the_same_evaluation() -> None:
+    """The firing notice carries the reading's receipt time, which the evaluation reads a
+    little behind its clock: a repeat_s shorter than that lag must not double the notice."""
+    rule = Rule(name="Fast", when="above", threshold=120, for_s=0, channels=["ops"], repeat_s=1)
+    m = Machine(rule)
+    m.step(3, ("d", 130, 0))
+    assert [(n.state, n.repeat) for n in m.notices] == [("firing", False)]
+    m.step(4)
+    assert [(n.state, n.repeat) for n in m.notices] == [("firing", False), ("firing", True)]
+
+
 def test_without_repeat_s_there_is_no_repeat() -> None:
     m = Machine(SILENT)
     m.step(0, ("d", 70, 0))

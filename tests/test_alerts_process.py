@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import post_json, reading
 from tests.harness import start_collector
-from tests.test_alerts_delivery import Webhook
+from tests.receivers import Webhook
 
 pytestmark = pytest.mark.e2e
 

@@ -84,6 +84,8 @@ class Outcome:
 
     alerts: dict[Key, Alert]
     changed: set[Key] = field(default_factory=set)
+    # alerts told about in this evaluation: no repeat of them in the same one
+    told: set[Key] = field(default_factory=set)
     removed: set[Key] = field(default_factory=set)
     transitions: list[Transition] = field(default_factory=list)
     notices: list[Notice] = field(default_factory=list)
@@ -119,6 +121,7 @@ class Outcome:
             rule.name, alert.device_id, state, at, alert.value, tuple(rule.channels), repeat
         )
         self.notices.append(notice)
+        self.told.add(alert.key)
         alert.last_notified_at = at
         self.put(alert)
 
@@ -224,6 +227,8 @@ def _on_reminders(rule: Rule, out: Outcome, now: dt.datetime) -> None:
     """Tell about firing alerts not yet announced (a silence ended) or due a repeat."""
     for alert in list(out.alerts.values()):
         if alert.rule != rule.name or alert.state != "firing" or alert.is_silenced(now):
+            continue
+        if alert.key in out.told:
             continue
         if alert.last_notified_at is None:
             out.tell(rule, alert, now)

@@ -116,7 +116,9 @@ SELECT device_id, value, received_at FROM readings
 WHERE received_at > ? AND received_at <= ?
 ORDER BY received_at, datetime
 """
-LAST_RECEIPTS = "SELECT device_id, MAX(received_at) FROM readings GROUP BY device_id"
+# from the reading store's per-stream summaries, kept in each batch's transaction: one row
+# per stream instead of an aggregate over every reading ever received
+LAST_RECEIPTS = "SELECT device_id, MAX(last_seen) FROM stream_summaries GROUP BY device_id"
 
 
 class HistoryEntry(NamedTuple):

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 from aiohttp import web
 
 from collector.alerts.engine import AlertEngine
+from collector.alerts.evaluation import Outcome
 from collector.alerts.notify import MISSING, Notifier
 from collector.alerts.rules import Channel
 from collector.alerts.store import AlertStore
@@ -22,6 +24,7 @@ from collector.store import Clock
 logger = logging.getLogger(__name__)
 
 ALERTS: web.AppKey[AlertEngine] = web.AppKey("alerts")
+Lead = Callable[[], Coroutine[Any, Any, None]]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -37,7 +40,7 @@ async def run_alerts(
     failing = False
     while True:
         try:
-            outcome = await engine.step()
+            outcome = await _finish(engine.step())
             # a firing alert's new value changes the page too, not only a new state
             if outcome.transitions or outcome.changed:
                 on_change()
@@ -51,6 +54,23 @@ async def run_alerts(
                 logger.info("alert evaluation works again")
             failing = False
         await sleep(interval_s)
+
+
+async def _finish(step: Coroutine[Any, Any, Outcome]) -> Outcome:
+    """Run one step to its end even when cancelled meanwhile, then pass the cancellation on.
+
+    A notice leaves the outbox only after its channel took it: stopping in between would
+    have the next leader (or this process after a restart) send it again.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            await task
+        except Exception:
+            logger.exception("the last alert evaluation failed")
+        raise
 
 
 def announce_change(live: LiveHub) -> None:
@@ -83,6 +103,17 @@ def _check_apprise() -> None:
         logger.warning("alerts are evaluated, but no notification can be sent: %s", MISSING)
 
 
+def _run_worker(config: CollectorConfig, evaluate: Lead) -> Coroutine[Any, Any, None]:
+    """On PostgreSQL, several processes may share the database: evaluate only while leading.
+    On SQLite there is one process, which evaluates all along."""
+    if not config.database_url:
+        return evaluate()
+    # imported here: a SQLite-only install needs no PostgreSQL driver
+    from collector.alerts.leader import AdvisoryLock, run_leadership
+
+    return run_leadership(AdvisoryLock(config.database_url), evaluate)
+
+
 def alerts_context(
     config: CollectorConfig, clock: Clock
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -94,14 +125,19 @@ def alerts_context(
         try:
             channels = [Channel(name=n, urls=u) for n, u in config.alerts.channels.items()]
             await store.seed(config.alerts.rules, channels)
-            engine = AlertEngine(store, Notifier(), clock)
-            app[ALERTS] = engine
+            notifier = Notifier()
+            # the API's engine: acknowledgements, silences and test sends work on every process
+            app[ALERTS] = AlertEngine(store, notifier, clock)
             live = app[LIVE]
-            task = asyncio.create_task(
-                run_alerts(
-                    engine, config.alerts.interval_s, on_change=lambda: announce_change(live)
-                )
-            )
+
+            def evaluate() -> Coroutine[Any, Any, None]:
+                # a fresh engine per term of leadership: its cache of each device's last
+                # receipt missed what another leader evaluated in between
+                engine = AlertEngine(store, notifier, clock)
+                interval = config.alerts.interval_s
+                return run_alerts(engine, interval, on_change=lambda: announce_change(live))
+
+            task = asyncio.create_task(_run_worker(config, evaluate))
             task.add_done_callback(_watch(app))
             logger.info(
                 "alerts: %d rules, every %.1f s", len(await store.rules()), config.alerts.interval_s
