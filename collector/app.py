@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from collector.accounts.access import access_middleware, accounts_context, add_account_routes
 from collector.alerts.api import add_alert_routes
@@ -16,6 +17,7 @@ from collector.errors import error_middleware
 from collector.handlers import CONFIG, STORE, get_devices, get_readings, healthz, post_readings
 from collector.live import LIVE, LiveHub
 from collector.overview import add_device_routes
+from collector.proxies import create_proxy_middleware
 from collector.series import get_series
 from collector.store import Clock, ReadingStore, StoreError, utc_now
 from collector.store_sqlite import SqliteStore
@@ -61,10 +63,11 @@ def _store_context(
 
 def create_app(config: CollectorConfig, *, clock: Clock = utc_now) -> web.Application:
     """Build the collector: JSON errors, access rules, then store, accounts and alerts, in order."""
-    app = web.Application(
-        client_max_size=config.body_limit_bytes,
-        middlewares=[error_middleware, access_middleware],
-    )
+    middlewares: list[Middleware] = [error_middleware, access_middleware]
+    if config.trusted_proxies:
+        # first: every later middleware and handler sees the client's address and scheme
+        middlewares.insert(0, create_proxy_middleware(config.trusted_proxies))
+    app = web.Application(client_max_size=config.body_limit_bytes, middlewares=middlewares)
     app[CONFIG] = config
     app[LIVE] = LiveHub()
     app.on_response_prepare.append(add_security_headers)

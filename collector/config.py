@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -29,6 +30,7 @@ Token = Annotated[
     expecting("a token without spaces"),
 ]
 TokenDeviceId = Annotated[DeviceId, msgspec.Meta(title="device id")]
+ProxyAddress = Annotated[str, expecting("an IP address or network, e.g. 127.0.0.1 or 10.0.0.0/8")]
 BodyLimit = Annotated[int, msgspec.Meta(ge=1024, le=1 << 30)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -123,6 +125,17 @@ class CollectorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             secret=True,
         ),
     ] = msgspec.field(default_factory=list)
+    trusted_proxies: Annotated[
+        list[ProxyAddress],
+        expecting("a list of IP addresses or networks"),
+        setting(
+            "Trusted proxies",
+            "Addresses or networks of the reverse proxies in front (nginx: 127.0.0.1); a "
+            "request from one of them is taken as from the client its X-Forwarded-For names. "
+            "Empty: those headers are ignored.",
+            restart=True,
+        ),
+    ] = msgspec.field(default_factory=list)
     logs_dir: Annotated[
         NonEmpty,
         setting(
@@ -150,11 +163,15 @@ class CollectorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     ] = msgspec.field(default_factory=AlertsConfig)
 
 
-def _without_read_tokens(raw: object) -> object:
-    """`raw` with the read tokens left out of the walk, which would not look inside the list."""
-    if not (isinstance(raw, dict) and isinstance(raw.get("read_tokens"), list)):
+# lists whose items get a check of their own: the shared walk would not look inside them
+ITEM_CHECKED = ("read_tokens", "trusted_proxies")
+
+
+def _without_item_checked(raw: object) -> object:
+    """`raw` with the item-checked lists left out of the walk, which names no item."""
+    if not isinstance(raw, dict):
         return raw
-    return {**raw, "read_tokens": []}
+    return {**raw, **{k: [] for k in ITEM_CHECKED if isinstance(raw.get(k), list)}}
 
 
 def _token_problem(token: object) -> str | None:
@@ -184,12 +201,37 @@ def _read_token_problems(raw: object) -> list[Problem]:
     return found
 
 
+def _proxy_problem(entry: object) -> str | None:
+    if not isinstance(entry, str):
+        return f"expected an IP address or network, got {type(entry).__name__}"
+    try:
+        # strict, as aiohttp-remotes parses it: 10.0.0.1/8 (host bits set) is a typo
+        ipaddress.ip_network(entry)
+    except ValueError as err:
+        return f"expected an IP address or network, e.g. 127.0.0.1 or 10.0.0.0/8 ({err})"
+    return None
+
+
+def _trusted_proxy_problems(raw: object) -> list[Problem]:
+    """Each trusted proxy that is not an IP address or network, by its index."""
+    entries = raw.get("trusted_proxies") if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
+        return []
+    found: list[Problem] = []
+    for i, entry in enumerate(entries):
+        problem = _proxy_problem(entry)
+        if problem is not None:
+            found.append(Problem(f"trusted_proxies[{i}]", problem))
+    return found
+
+
 def validate_config(raw: object) -> tuple[CollectorConfig | None, list[Problem]]:
     """`raw` as a CollectorConfig, or None and every problem, the alerts' items included."""
     # the shared walk stops at arrays: the alert rules and URLs get a walk of their own
-    found = problems(CollectorConfig, _without_read_tokens(without_items(raw)))
+    found = problems(CollectorConfig, _without_item_checked(without_items(raw)))
     found += alerts_problems(raw)
     found += _read_token_problems(raw)
+    found += _trusted_proxy_problems(raw)
     if found:
         return None, found
     try:

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -47,6 +48,11 @@ READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 PR_SET_PDEATHSIG = 1
+# the collectors' config in the run folder: the user's, plus trust in the nginx in front
+COLLECTOR_CONFIG = "collector.json"
+NGINX_PEER = "127.0.0.1"
+# keys holding paths that resolve against the config file's folder (collector/config.py)
+PATH_KEYS = ("db", "logs_dir")
 
 
 class FleetError(Exception):
@@ -188,6 +194,32 @@ def body_limit(config: Path | None) -> int:
     return int(load_config(config).body_limit_bytes)
 
 
+def write_collector_config(user: Path | None, run_dir: Path) -> Path:
+    """The collectors' config file in the run folder: the user's keys as written (relative
+    paths made absolute against the user's folder), trusting nginx's X-Forwarded-For, so a
+    collector sees each client's address, not nginx's; FleetError if the user's is bad."""
+    raw: dict[str, Any] = {}
+    if user is not None:
+        from collector.config import ConfigError, load_config, resolve_path
+
+        try:
+            load_config(user)  # the collector's own check, before anything starts
+        except ConfigError as err:
+            raise FleetError(str(err)) from err
+        raw = json.loads(user.read_bytes())
+        for key in PATH_KEYS:
+            if key in raw:
+                raw[key] = resolve_path(raw[key], user.resolve().parent)
+    trusted = list(raw.get("trusted_proxies", []))
+    raw["trusted_proxies"] = trusted if NGINX_PEER in trusted else [*trusted, NGINX_PEER]
+    path = run_dir / COLLECTOR_CONFIG
+    # the user's file may hold device and read tokens: only its owner reads the copy
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(raw, out, indent=2)
+    return path
+
+
 async def ensure_database(url: str) -> bool:
     """Create the URL's database if it does not exist yet; True if created."""
     import asyncpg
@@ -260,11 +292,10 @@ def _spawn(name: str, args: list[str], port: int, run_dir: Path, opts: FleetOpti
 
 
 def start_collector(index: int, port: int, opts: FleetOptions, run_dir: Path) -> Child:
-    """One `python -m collector` on 127.0.0.1:port with the fleet's database."""
+    """One `python -m collector` on 127.0.0.1:port with the fleet's database and the run
+    folder's config (write_collector_config)."""
     name = f"collector-{index}"
-    args = [sys.executable, "-m", "collector"]
-    if opts.config is not None:
-        args += ["--config", str(opts.config.resolve())]
+    args = [sys.executable, "-m", "collector", "--config", str(run_dir / COLLECTOR_CONFIG)]
     args += ["--host", "127.0.0.1", "--port", str(port)]
     args += ["--database-url", opts.database_url, "--log-level", opts.log_level]
     args += ["--logs-dir", str(run_dir / name / "logs")]
@@ -330,6 +361,7 @@ def start_fleet(opts: FleetOptions) -> Fleet:
     shown = f"[{host}]" if ":" in host else host
     fleet = Fleet(f"http://{shown}:{opts.port}", run_dir)
     try:
+        write_collector_config(opts.config, run_dir)
         ports = [free_port() for _ in range(opts.instances)]
         # the first collector creates the tables alone; the others then find them
         first = start_collector(1, ports[0], opts, run_dir)

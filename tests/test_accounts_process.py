@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -67,19 +66,9 @@ def sign_in(proc: Proc, name: str, password: str) -> tuple[int, str]:
         return err.code, ""
 
 
-@pytest.fixture
-def collectors() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
-def test_create_user_closes_a_running_open_collector(
-    tmp_path: Path, collectors: list[Proc]
-) -> None:
+def test_create_user_closes_a_running_open_collector(tmp_path: Path, procs: list[Proc]) -> None:
     proc = start_collector(tmp_path)
-    collectors.append(proc)
+    procs.append(proc)
     devices = f"{proc.url}/api/v1/devices"
     assert status_of(devices) == 200
     db = str(tmp_path / "collector.db")
@@ -222,13 +211,11 @@ def test_off_loopback_without_user_or_token_the_collector_refuses_to_start(
     assert "Traceback" not in done.stderr
 
 
-def test_off_loopback_a_read_token_is_enough_to_start(
-    tmp_path: Path, collectors: list[Proc]
-) -> None:
+def test_off_loopback_a_read_token_is_enough_to_start(tmp_path: Path, procs: list[Proc]) -> None:
     config = tmp_path / "collector.json"
     config.write_text(json.dumps({"read_tokens": [READ_TOKEN]}))
     proc = start_collector(tmp_path, None, "--config", str(config), "--host", "0.0.0.0")
-    collectors.append(proc)
+    procs.append(proc)
     assert status_of(f"{proc.url}/api/v1/devices") == 401
     auth = {"Authorization": f"Bearer {READ_TOKEN}"}
     assert status_of(f"{proc.url}/api/v1/devices", auth) == 200
@@ -236,7 +223,7 @@ def test_off_loopback_a_read_token_is_enough_to_start(
 
 
 def test_off_loopback_a_user_is_enough_to_start_on_postgresql(
-    tmp_path: Path, collectors: list[Proc]
+    tmp_path: Path, procs: list[Proc]
 ) -> None:
     with postgres_schema_url("pulse_accounts") as url:
         refused = refused_start(tmp_path, "--database-url", url)
@@ -244,14 +231,14 @@ def test_off_loopback_a_user_is_enough_to_start_on_postgresql(
         done = create_user(tmp_path, "alice", PASSWORD, "--database-url", url)
         assert done.returncode == 0, done.stderr
         proc = start_collector(tmp_path, None, "--database-url", url, "--host", "0.0.0.0")
-        collectors.append(proc)
+        procs.append(proc)
         assert status_of(f"{proc.url}/api/v1/devices") == 401
         status, cookie = sign_in(proc, "alice", PASSWORD)
         assert status == 200
         assert status_of(f"{proc.url}/api/v1/devices", {"Cookie": cookie}) == 200
         # a second server process on the same database knows the session
         other = start_collector(tmp_path / "b", None, "--database-url", url)
-        collectors.append(other)
+        procs.append(other)
         assert status_of(f"{other.url}/api/v1/devices", {"Cookie": cookie}) == 200
         assert other.stop() == 0
         assert proc.stop() == 0

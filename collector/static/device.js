@@ -369,9 +369,14 @@
         renderHead();
       }
       if (view.range === "live") {
-        for (const p of event.points || []) append(Date.parse(p.t), p.v);
-        slide();
-        note();
+        if (event.points_dropped) {
+          // a batch too big for one event (across processes): only the server has it all
+          load();
+        } else {
+          for (const p of event.points || []) append(Date.parse(p.t), p.v);
+          slide();
+          note();
+        }
       }
       detailSoon();
     } else if (event.type === "alerts") {
