@@ -1,11 +1,12 @@
 """Settling a batch that was not wholly inserted: duplicates, seq conflicts and id conflicts.
 
 Both stores insert with ON CONFLICT DO NOTHING and, only when fewer rows went in than were
-sent, read back what is stored at the batch's seqs (in the same transaction, after the
-insert), then where the ids are stored of the readings whose seq holds nothing. Rows are
-never deleted, so a reading whose seq now holds its own id was accepted or is a duplicate,
-and any other reading lost to a row that holds its seq or its id. Accepted and duplicate
-need no telling apart one by one: the insert's row count says how many were accepted.
+sent, read back what is stored at the batch's seqs (SQLite in the same transaction, after
+the insert; PostgreSQL just after its one-statement insert commits), then where the ids are
+stored of the readings whose seq holds nothing. Rows are never deleted, so a reading whose
+seq now holds its own id was accepted or is a duplicate, and any other reading lost to a
+row that holds its seq or its id. Accepted and duplicate need no telling apart one by one:
+the insert's row count says how many were accepted.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""The PostgreSQL reading store: an asyncpg pool, one INSERT of unnested arrays per batch."""
+"""The PostgreSQL reading store: an asyncpg pool, one statement (one round trip) per batch."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import uuid
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 
@@ -25,7 +25,6 @@ from collector.store import (
     StoredReading,
     StoreError,
     bucket_width,
-    in_place,
     like_pattern,
     summarize,
     utc_now,
@@ -69,19 +68,6 @@ CREATE TABLE IF NOT EXISTS stream_summaries (
 );
 """
 
-# Arithmetic on the stored row, never values computed from a snapshot: collectors storing
-# batches of one stream at once each add only the rows their own INSERT put in, and the
-# row lock of the upsert makes each one see the other's committed sum.
-SUMMARY_UPSERT = """
-INSERT INTO stream_summaries AS s (device_id, stream, first_seq, last_seq, count, last_seen)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (device_id, stream) DO UPDATE SET
-    first_seq = LEAST(s.first_seq, EXCLUDED.first_seq),
-    last_seq = GREATEST(s.last_seq, EXCLUDED.last_seq),
-    count = s.count + EXCLUDED.count,
-    last_seen = GREATEST(s.last_seen, EXCLUDED.last_seen)
-"""
-
 # no conflict target: a clash on the primary key or on the id skips the row, also between two
 # rows of the same batch (the later one is skipped); whether a skipped row was a duplicate or
 # a conflict is settled afterwards, and only if some row was skipped
@@ -94,8 +80,33 @@ ORDER BY r.n
 ON CONFLICT DO NOTHING
 """
 
-# separate statements after the INSERT: under READ COMMITTED each sees the rows that a
-# concurrent transaction committed while the INSERT waited on them, so two collectors storing
+# The common case in one statement, sent without BEGIN/COMMIT: PostgreSQL runs it as an
+# implicit transaction that commits before it answers, so the ack still follows the commit,
+# in one round trip instead of four (BEGIN, INSERT, summary upsert, COMMIT).
+# Arithmetic on the stored row, never values computed from a snapshot: collectors storing
+# batches of one stream at once each add only the rows their own INSERT put in, and the row
+# lock of the upsert makes each one see the other's committed sum. Rows skipped by ON
+# CONFLICT are classified by the caller, and only when n is short of the batch.
+STORE = f"""
+WITH inserted AS (
+{INSERT.strip()}
+RETURNING seq
+), added AS (
+    SELECT count(*) AS n, min(seq) AS low, max(seq) AS high FROM inserted
+), summary AS (
+    INSERT INTO stream_summaries AS s (device_id, stream, first_seq, last_seq, count, last_seen)
+    SELECT $1, $2, low, high, n, $3 FROM added WHERE n > 0
+    ON CONFLICT (device_id, stream) DO UPDATE SET
+        first_seq = LEAST(s.first_seq, EXCLUDED.first_seq),
+        last_seq = GREATEST(s.last_seq, EXCLUDED.last_seq),
+        count = s.count + EXCLUDED.count,
+        last_seen = GREATEST(s.last_seen, EXCLUDED.last_seen)
+)
+SELECT n FROM added
+"""
+
+# separate statements after the INSERT has committed: each sees the rows that a concurrent
+# transaction committed while the INSERT waited on them, so two collectors storing
 # the same batch at once both find it stored (duplicates), not missing (a conflict).
 # Joins to unnest() rather than `= ANY($n)`: on a table without statistics yet the planner
 # scanned the whole stream for each array element (0.6 s for 1,000 seqs of 200,000 rows).
@@ -185,7 +196,9 @@ class PostgresStore:
         cls, url: str, clock: Clock = utc_now, max_connections: int = 10
     ) -> PostgresStore:
         """Connect and create the tables if needed (`?search_path=` in the URL picks a schema)."""
-        pool = await asyncpg.create_pool(url, min_size=1, max_size=max_connections)
+        pool = await asyncpg.create_pool(
+            url, min_size=1, max_size=max_connections, reset=_keep_session
+        )
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await _migrate(conn)
@@ -204,43 +217,33 @@ class PostgresStore:
         return (await self.receive(batch)).ack
 
     async def receive(self, batch: Batch) -> Receipt:
-        """Store a batch and update its stream's summary in one transaction, then commit."""
+        """Store a batch and update its stream's summary in one statement, one round trip;
+        classify the rows it skipped (duplicates, conflicts) only if there are any."""
         now = self._clock()
         good, rejected = split_batch(batch, now)
         if not good:
             return Receipt(Ack(accepted=0, duplicates=0, rejected=rejected), now)
-        async with self._pool.acquire() as conn, conn.transaction():
-            status = await conn.execute(
-                INSERT,
-                batch.device_id,
-                batch.stream,
-                now,
-                [r.seq for r in good],
-                [r.id for r in good],
-                [r.datetime for r in good],
-                [float(r.message.value) for r in good],
-                [r.message.unit for r in good],
-            )
-            # the command tag is "INSERT 0 <rows inserted>"
-            accepted = int(cast(str, status).rsplit(" ", 1)[1])
-            ack = Ack(accepted=accepted, duplicates=0, rejected=rejected)
-            placed = good
-            if accepted < len(good):
-                stored = await _stored(conn, batch, good)
-                ack = settle(batch, good, rejected, accepted, stored)
-                placed = in_place(good, stored.ids_by_seq)
-            if accepted:
-                seqs = [r.seq for r in placed]
-                await conn.execute(
-                    SUMMARY_UPSERT,
+        async with self._pool.acquire() as conn:
+            accepted = int(
+                await conn.fetchval(
+                    STORE,
                     batch.device_id,
                     batch.stream,
-                    min(seqs),
-                    max(seqs),
-                    accepted,
                     now,
+                    [r.seq for r in good],
+                    [r.id for r in good],
+                    [r.datetime for r in good],
+                    [float(r.message.value) for r in good],
+                    [r.message.unit for r in good],
                 )
-        return Receipt(ack, now)
+            )
+            if accepted == len(good):
+                return Receipt(Ack(accepted=accepted, duplicates=0, rejected=rejected), now)
+            # after the commit, which is safe: a row ON CONFLICT skipped lost to a committed
+            # row (it waits for an uncommitted one), rows are never deleted, so what is read
+            # now holds at least what the insert saw
+            stored = await _stored(conn, batch, good)
+        return Receipt(settle(batch, good, rejected, accepted, stored), now)
 
     async def devices(self) -> list[DeviceSummary]:
         """Per device and stream: seq range, count and newest receipt, from the summaries."""
@@ -329,6 +332,12 @@ async def _stored(conn: Any, batch: Batch, readings: list[Reading]) -> Stored:
         for row in await conn.fetch(KEYS_WITH_IDS, ids):
             keys_by_id[row[3]] = StoredKey(row[0], row[1], row[2], row[3])
     return Stored(ids_by_seq, keys_by_id)
+
+
+async def _keep_session(conn: Any) -> None:
+    """Skip asyncpg's reset query on release: a round trip per batch, for session state
+    (LISTEN, SET, advisory or cursor) that this store never leaves behind. An open
+    transaction is still rolled back by the pool before this is called."""
 
 
 def _summarize(rows: list[Any]) -> list[DeviceSummary]:

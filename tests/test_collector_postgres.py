@@ -182,3 +182,31 @@ async def test_concurrent_collectors_count_the_same_readings_once(pg_url: str) -
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_new_batch_is_one_statement_and_a_retry_is_still_classified(pg_url: str) -> None:
+    """The common case is one round trip: one statement, no BEGIN/COMMIT, no reset query on
+    release. A batch with duplicates still gets them told apart, and counted once."""
+
+    def batch_of(*seqs: int) -> wire.Batch:
+        body = {"device_id": "dev", "stream": "s", "readings": [reading(s) for s in seqs]}
+        return wire.decode_batch(wire.encode(body))
+
+    store = await PostgresStore.open(pg_url, max_connections=1)
+    try:
+        # the first batch also makes asyncpg look up the array types, once per connection
+        assert await store.store_batch(batch_of(1)) == wire.Ack(accepted=1, duplicates=0)
+        sent: list[str] = []
+        # the pool's one connection: every query the store sends passes its logger
+        async with store._pool.acquire() as conn:
+            conn.add_query_logger(lambda logged: sent.append(logged.query))
+        sent.clear()
+        assert await store.store_batch(batch_of(2, 3)) == wire.Ack(accepted=2, duplicates=0)
+        assert len(sent) == 1, sent
+
+        assert await store.store_batch(batch_of(3, 4)) == wire.Ack(accepted=1, duplicates=1)
+        device = await store.device("dev")
+        assert device is not None
+        assert [(s.first_seq, s.last_seq, s.count) for s in device.streams] == [(1, 4, 4)]
+    finally:
+        await store.close()
