@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -16,6 +17,8 @@ from collector.config import CollectorConfig
 from collector.errors import error_middleware
 from collector.handlers import CONFIG, STORE, get_devices, get_readings, healthz, post_readings
 from collector.live import LIVE, LiveHub
+from collector.maintenance import maintenance_context
+from collector.metrics import add_metrics, metrics_middleware
 from collector.overview import add_device_routes
 from collector.proxies import create_proxy_middleware
 from collector.series import get_series
@@ -33,6 +36,7 @@ async def open_store(
 ) -> AsyncIterator[ReadingStore]:
     """PostgreSQL when database_url is set, else the SQLite file `db`; closed on exit."""
     store: ReadingStore
+    retention = None if config.retention_days is None else dt.timedelta(config.retention_days)
     if config.database_url:
         # imported here: a SQLite-only install needs no PostgreSQL driver
         try:
@@ -41,9 +45,9 @@ async def open_store(
             raise StoreError(
                 f"PostgreSQL needs asyncpg ({err}): pip install 'pulse-agent[postgres]'"
             ) from err
-        store = await PostgresStore.open(config.database_url, clock=clock)
+        store = await PostgresStore.open(config.database_url, clock=clock, retention=retention)
     else:
-        store = await SqliteStore.open(config.db, clock=clock)
+        store = await SqliteStore.open(config.db, clock=clock, retention=retention)
     try:
         yield store
     finally:
@@ -63,7 +67,8 @@ def _store_context(
 
 def create_app(config: CollectorConfig, *, clock: Clock = utc_now) -> web.Application:
     """Build the collector: JSON errors, access rules, then store, accounts and alerts, in order."""
-    middlewares: list[Middleware] = [error_middleware, access_middleware]
+    # metrics first: it counts the status the client gets, refusals and errors included
+    middlewares: list[Middleware] = [metrics_middleware, error_middleware, access_middleware]
     if config.trusted_proxies:
         # first: every later middleware and handler sees the client's address and scheme
         middlewares.insert(0, create_proxy_middleware(config.trusted_proxies))
@@ -72,6 +77,7 @@ def create_app(config: CollectorConfig, *, clock: Clock = utc_now) -> web.Applic
     app[LIVE] = LiveHub()
     app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.append(_store_context(config, clock))
+    app.cleanup_ctx.append(maintenance_context())
     if config.database_url:
         # other processes may share the database: their live events reach this one's pages
         from collector.live_postgres import live_context
@@ -84,6 +90,7 @@ def create_app(config: CollectorConfig, *, clock: Clock = utc_now) -> web.Applic
     app.router.add_get("/api/v1/devices", get_devices)
     app.router.add_get("/api/v1/series", get_series)
     app.router.add_get("/healthz", healthz)
+    add_metrics(app)
     add_device_routes(app)
     add_alert_routes(app)
     add_account_routes(app)

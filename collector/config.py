@@ -157,6 +157,16 @@ class CollectorConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         msgspec.Meta(ge=1),
         setting("Keep logs (hours)", "Log files older than this are deleted.", restart=True),
     ] = 336
+    retention_days: Annotated[
+        Annotated[int, msgspec.Meta(ge=1, le=36_500)] | None,
+        expecting("a whole number of days from 1 to 36500, or null to keep everything"),
+        setting(
+            "Keep readings (days)",
+            "Readings older than this are deleted (whole days, UTC), with their per-minute "
+            "rollups; readings that old are refused. Hourly rollups stay. null keeps all.",
+            restart=True,
+        ),
+    ] = None
     alerts: Annotated[
         AlertsConfig,
         section("Alerts", "Rules over the readings, and where their notifications go."),

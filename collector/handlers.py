@@ -12,6 +12,7 @@ from collector import APP_NAME, __version__
 from collector.auth import bearer_token, is_authorized
 from collector.config import CollectorConfig
 from collector.live import LIVE, Event
+from collector.metrics import METRICS
 from collector.store import ReadingStore, Receipt
 from pulse_common.http import json_error, json_response
 from pulse_wire import Batch, DeviceId, StreamId, WireError, decode_batch
@@ -74,6 +75,7 @@ async def post_readings(request: web.Request) -> web.StreamResponse:
         return refuse(request, 403, f"token is not valid for device {batch.device_id!r}")
     receipt = await request.app[STORE].receive(batch)
     ack = receipt.ack
+    request.app[METRICS].count_batch(ack)
     logger.debug(
         "batch of %d for %s/%s: %d accepted, %d duplicates, %d rejected",
         len(batch.readings),
@@ -97,25 +99,25 @@ def batch_event(batch: Batch, receipt: Receipt) -> Event:
     ack = receipt.ack
     points: list[dict[str, object]] = []
     if not ack.duplicates:
-        refused = {rejection.id for rejection in ack.rejected}
-        points = [
-            {"t": r.datetime, "v": float(r.message.value)}
-            for r in batch.readings
-            if str(r.id) not in refused
-        ]
-        if len(points) != ack.accepted:
-            points = []
-    event = {
+        readings = batch.readings
+        if ack.rejected:
+            refused = {rejection.id for rejection in ack.rejected}
+            readings = [r for r in readings if str(r.id) not in refused]
+        if len(readings) == ack.accepted:
+            # msgspec renders the datetimes to text in one call, far faster than one by one
+            times = msgspec.to_builtins([r.datetime for r in readings])
+            points = [
+                {"t": t, "v": float(r.message.value)} for t, r in zip(times, readings, strict=True)
+            ]
+    # plain JSON values only: the hub hands the same event to every subscriber
+    return {
         "type": "batch",
         "device_id": batch.device_id,
         "stream": batch.stream,
         "accepted": ack.accepted,
-        "last_seen": receipt.received_at,
+        "last_seen": msgspec.to_builtins(receipt.received_at),
         "points": points,
     }
-    # plain JSON values: the hub hands the same event to every subscriber
-    converted: Event = msgspec.to_builtins(event)
-    return converted
 
 
 def _too_large(request: web.Request, limit: int) -> web.Response:

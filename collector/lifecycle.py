@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -21,3 +22,17 @@ def request_stop(app: web.Application, reason: str) -> None:
         return
     logger.error("shutting down: %s", reason)
     stop(reason)
+
+
+def watch(app: web.Application, name: str) -> Callable[[asyncio.Task[None]], None]:
+    """A done-callback for a worker that only ends by cancellation: anything else stops the
+    server in order, saying which worker stopped and why."""
+
+    def done(task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        err = task.exception()
+        logger.error("the %s stopped unexpectedly", name, exc_info=err)
+        request_stop(app, f"the {name} stopped: {err!r}")
+
+    return done

@@ -9,10 +9,12 @@ from typing import Protocol
 
 import msgspec
 
-from pulse_wire import Ack, Batch, Reading
+from pulse_wire import Ack, Batch, Reading, Rejection
 
+# SQLite's (PostgreSQL's is store_postgres.SCHEMA_VERSION)
 # 2: stream_summaries, kept in each batch's transaction, so devices() reads one row per stream
-SCHEMA_VERSION = 2
+# 3: per-minute and per-hour rollups, kept the same way, so long series read no raw readings
+SCHEMA_VERSION = 3
 
 Clock = Callable[[], dt.datetime]
 
@@ -95,6 +97,56 @@ def bucket_width(start: dt.datetime, end: dt.datetime, points: int) -> dt.timede
     return dt.timedelta(milliseconds=width_ms)
 
 
+DAY = dt.timedelta(days=1)
+
+
+def day_of(when: dt.datetime) -> dt.date:
+    """The UTC day a datetime falls in."""
+    return when.astimezone(dt.UTC).date()
+
+
+def day_start(day: dt.date) -> dt.datetime:
+    """Midnight UTC at the start of a day."""
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def retention_cutoff(now: dt.datetime, retention: dt.timedelta | None) -> dt.datetime | None:
+    """The start of the oldest day still kept: readings before it are dropped and refused."""
+    if retention is None:
+        return None
+    return day_start(day_of(now - retention))
+
+
+def refuse_before(
+    batch: Batch, good: list[Reading], rejected: list[Rejection], cutoff: dt.datetime
+) -> tuple[list[Reading], list[Rejection]]:
+    """`good` without the readings older than retention keeps, which join `rejected`.
+
+    A reading before the cutoff would land where retention has already dropped its day:
+    refused, so the client's dead letters hold it rather than it vanishing here.
+    """
+    if all(r.datetime >= cutoff for r in good):
+        return good, rejected
+    kept = [r for r in good if r.datetime >= cutoff]
+    too_old = {
+        r.id: Rejection(
+            id=str(r.id),
+            error=f"datetime {r.datetime.isoformat()} is before {cutoff.date()}, the oldest "
+            "day this server keeps (retention_days)",
+        )
+        for r in good
+        if r.datetime < cutoff
+    }
+    refused = {rejection.id: rejection for rejection in rejected}
+    # in batch order, as split_batch gives them
+    ordered = [
+        too_old.get(r.id) or refused[str(r.id)]
+        for r in batch.readings
+        if r.id in too_old or str(r.id) in refused
+    ]
+    return kept, ordered
+
+
 class Activity(msgspec.Struct):
     """A device's recent readings: a sparkline's buckets and how many are newer than a time."""
 
@@ -159,6 +211,10 @@ class ReadingStore(Protocol):
         The buckets are `bucket_width(start, end, points)` wide from `start`; an empty one
         is left out. Computed by the database, so a long range is never loaded into Python.
         """
+        ...
+
+    async def maintain(self) -> None:
+        """Periodic upkeep: partitions for the coming days, and retention; idempotent."""
         ...
 
     async def close(self) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
+import sqlite3
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -14,6 +16,7 @@ import aiosqlite
 import msgspec
 
 from collector.conflicts import Stored, StoredKey, seq_range, settle, unplaced
+from collector.rollups import plan, uses_rollups
 from collector.store import (
     AVG_SCALE,
     BACKFILL_SUMMARIES,
@@ -31,6 +34,8 @@ from collector.store import (
     bucket_width,
     in_place,
     like_pattern,
+    refuse_before,
+    retention_cutoff,
     summarize,
     utc_now,
 )
@@ -89,6 +94,13 @@ ON CONFLICT DO NOTHING
 # a batch has at most 10,000 readings; chunks keep each query far below SQLite's
 # limit on bound parameters (32,766, but only 999 before 3.32)
 KEY_CHUNK = 500
+
+# The batch goes in as one multi-row INSERT (two at most, 10,000 readings): executemany
+# would take the GIL back for every row, each time waiting while the event loop decodes the
+# next request, and the writer would crawl. 8 parameters a row, under SQLite's limit.
+INSERT_COLUMNS = 8
+MAX_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+ROWS_PER_INSERT = MAX_PARAMETERS // INSERT_COLUMNS
 
 IDS_IN_SEQ_RANGE = """
 SELECT seq, id FROM readings WHERE device_id = ? AND stream = ? AND seq BETWEEN ? AND ?
@@ -156,6 +168,58 @@ GROUP BY device_id, bucket
 ORDER BY device_id, bucket
 """
 
+# Buckets of a minute or more: the sum of their pieces (collector/rollups.py), given as JSON
+# arrays [k, low, high] (epoch seconds for rollups; for raw readings epoch microseconds plus
+# the whole-second texts that narrow the index scan, as in SERIES). CROSS JOIN: SQLite then
+# keeps the pieces as the outer loop, one index range scan per piece, never a device's scan.
+PIECE = "SELECT {columns} FROM json_each(:{name})"
+RAW_PIECES = PIECE.format(
+    name="raw",
+    columns="value ->> 0 AS k, value ->> 1 AS lo, value ->> 2 AS hi, value ->> 3 AS lo_text, "
+    "value ->> 4 AS hi_text",
+)
+MINUTE_PIECES, HOUR_PIECES = (
+    PIECE.format(name=name, columns="value ->> 0 AS k, value ->> 1 AS lo, value ->> 2 AS hi")
+    for name in ("minute", "hour")
+)
+RAW_US = MICROSECONDS.replace("datetime", "r.datetime")
+SERIES_PIECES = f"""
+SELECT device_id, k, MIN(low), MAX(high), SUM(total), SUM(n)
+FROM (
+    SELECT device_id, k, value AS low, value AS high, value / :scale AS total, 1 AS n
+    FROM (
+        SELECT r.device_id, p.k, r.value, p.lo, p.hi, {RAW_US} AS us
+        FROM ({RAW_PIECES}) AS p
+        CROSS JOIN readings AS r ON r.device_id IN ({{marks}})
+            AND r.datetime >= p.lo_text AND r.datetime < p.hi_text
+    )
+    WHERE us >= lo AND us < hi
+    UNION ALL
+    SELECT m.device_id, p.k, m.min, m.max, m.sum, m.count
+    FROM ({MINUTE_PIECES}) AS p
+    CROSS JOIN rollup_minute AS m
+        ON m.device_id IN ({{marks}}) AND m.bucket >= p.lo AND m.bucket < p.hi
+    UNION ALL
+    SELECT h.device_id, p.k, h.min, h.max, h.sum, h.count
+    FROM ({HOUR_PIECES}) AS p
+    CROSS JOIN rollup_hour AS h
+        ON h.device_id IN ({{marks}}) AND h.bucket >= p.lo AND h.bucket < p.hi
+)
+GROUP BY device_id, k
+ORDER BY device_id, k
+"""
+
+RECENT = f"""
+SELECT device_id, COUNT(*)
+FROM (
+    SELECT device_id, {MICROSECONDS} AS us
+    FROM readings
+    WHERE device_id IN ({{marks}}) AND datetime >= :low AND datetime < :high
+)
+WHERE us >= :start AND us < :end
+GROUP BY device_id
+"""
+
 # lower() of SQLite folds ASCII letters only; LOWER_TEXT is Python's, registered per connection
 LOWER_TEXT = "pulse_lower"
 MATCHING = f"WHERE {LOWER_TEXT}(device_id) LIKE ? ESCAPE '\\'"
@@ -183,6 +247,53 @@ ORDER BY stream
 """
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+SECOND = dt.timedelta(seconds=1)
+
+# per device, per minute and per hour (bucket: epoch seconds of its start), kept in each
+# batch's transaction from the rows it inserted; sum is of value / AVG_SCALE (rollups.py)
+ROLLUPS = """
+CREATE TABLE IF NOT EXISTS rollup_minute (
+    device_id TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    min REAL NOT NULL,
+    max REAL NOT NULL,
+    sum REAL NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (device_id, bucket)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollup_hour (
+    device_id TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    min REAL NOT NULL,
+    max REAL NOT NULL,
+    sum REAL NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (device_id, bucket)
+) STRICT, WITHOUT ROWID;
+"""
+
+SECONDS = "CAST(strftime('%s', substr(datetime, 1, 19)) AS INTEGER)"
+
+BACKFILL_ROLLUPS = "".join(
+    f"""
+INSERT INTO rollup_{unit} (device_id, bucket, min, max, sum, count)
+SELECT device_id, {SECONDS} / {size} * {size} AS b, MIN(value), MAX(value),
+    SUM(value / {AVG_SCALE!r}), COUNT(*)
+FROM readings GROUP BY device_id, b;
+"""
+    for unit, size in (("minute", 60), ("hour", 3600))
+)
+
+ROLLUP_UPSERT = """
+INSERT INTO rollup_{unit} (device_id, bucket, min, max, sum, count) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (device_id, bucket) DO UPDATE SET
+    min = MIN(min, excluded.min), max = MAX(max, excluded.max),
+    sum = sum + excluded.sum, count = count + excluded.count
+"""
+
+DEVICE_IDS = "SELECT DISTINCT device_id FROM stream_summaries"
+EXPIRED = "DELETE FROM readings WHERE device_id = ? AND datetime < ?"
+EXPIRED_MINUTES = "DELETE FROM rollup_minute WHERE device_id = ? AND bucket < ?"
 
 
 def timestamp_text(when: dt.datetime) -> str:
@@ -193,16 +304,26 @@ def timestamp_text(when: dt.datetime) -> str:
 class SqliteStore:
     """Readings in one SQLite file; writes go through one connection, one batch at a time."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, clock: Clock):
+    def __init__(
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        clock: Clock,
+        retention: dt.timedelta | None = None,
+    ):
         self._writer = writer
         self._reader = reader
         self._clock = clock
+        self._retention = retention
         # one transaction at a time on the write connection; aiosqlite would interleave them
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str | Path, clock: Clock = utc_now) -> SqliteStore:
-        """Open or create the database file and bring its schema up to date."""
+    async def open(
+        cls, path: str | Path, clock: Clock = utc_now, retention: dt.timedelta | None = None
+    ) -> SqliteStore:
+        """Open or create the database file and bring its schema up to date; `retention`
+        is how long readings are kept (None: for ever)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = await aiosqlite.connect(path)
@@ -225,7 +346,7 @@ class SqliteStore:
             await writer.close()
             raise
         logger.info("SQLite store open at %s", path)
-        return cls(writer, reader, clock)
+        return cls(writer, reader, clock, retention)
 
     def now(self) -> dt.datetime:
         """The store's clock: what receipts are stamped with."""
@@ -239,6 +360,9 @@ class SqliteStore:
         """Store a batch and update its stream's summary in one transaction, then commit."""
         now = self._clock()
         good, rejected = split_batch(batch, now)
+        cutoff = retention_cutoff(now, self._retention)
+        if cutoff is not None:
+            good, rejected = refuse_before(batch, good, rejected, cutoff)
         if not good:
             return Receipt(Ack(accepted=0, duplicates=0, rejected=rejected), now)
         received = timestamp_text(now)
@@ -246,15 +370,17 @@ class SqliteStore:
         async with self._write_lock:
             before = self._writer.total_changes
             try:
-                await self._writer.executemany(INSERT, rows)
+                await self._insert(rows)
                 accepted = self._writer.total_changes - before
                 ack = Ack(accepted=accepted, duplicates=0, rejected=rejected)
-                placed = good
+                placed = new = good
                 if accepted < len(good):
                     stored = await self._stored(batch, good)
                     ack = settle(batch, good, rejected, accepted, stored)
                     placed = in_place(good, stored.ids_by_seq)
+                    new = await self._insert_one_by_one(rows, good)
                 if accepted:
+                    await self._roll_up(batch.device_id, new)
                     seqs = [r.seq for r in placed]
                     summary = (min(seqs), max(seqs), accepted, received)
                     await self._writer.execute(
@@ -265,6 +391,42 @@ class SqliteStore:
                 await _rollback(self._writer)
                 raise
         return Receipt(ack, now)
+
+    async def _insert(self, rows: list[tuple[object, ...]]) -> None:
+        """INSERT the rows, ROWS_PER_INSERT to a statement; a clash skips only its row."""
+        for start in range(0, len(rows), ROWS_PER_INSERT):
+            chunk = rows[start : start + ROWS_PER_INSERT]
+            params = [value for row in chunk for value in row]
+            await self._writer.execute(_multi_row_insert(len(chunk)), params)
+
+    async def _insert_one_by_one(
+        self, rows: list[tuple[object, ...]], readings: list[Reading]
+    ) -> list[Reading]:
+        """The readings this batch itself inserted, when some were skipped: the batch's
+        inserts are undone and redone row by row, each saying whether it went in. Rare
+        (resends), and the count equals the one executemany gave: nothing else writes."""
+        await self._writer.rollback()
+        new = []
+        for row, reading in zip(rows, readings, strict=True):
+            cursor = await self._writer.execute(INSERT, row)
+            if cursor.rowcount == 1:
+                new.append(reading)
+        return new
+
+    async def _roll_up(self, device_id: str, readings: list[Reading]) -> None:
+        """Add the readings to their minutes' and hours' rollups."""
+        for unit, size in (("minute", 60), ("hour", 3600)):
+            buckets: dict[int, list[float]] = {}
+            for r in readings:
+                second = (r.datetime - EPOCH) // SECOND
+                buckets.setdefault(second - second % size, []).append(float(r.message.value))
+            await self._writer.executemany(
+                ROLLUP_UPSERT.format(unit=unit),
+                [
+                    (device_id, b, min(vs), max(vs), sum(v / AVG_SCALE for v in vs), len(vs))
+                    for b, vs in buckets.items()
+                ],
+            )
 
     async def _stored(self, batch: Batch, readings: list[Reading]) -> Stored:
         """What the writer sees at the readings' seqs, then at their ids where a seq is free."""
@@ -327,6 +489,8 @@ class SqliteStore:
     ) -> dict[str, Activity]:
         """Buckets as series() cuts them, for several devices, by index range scans."""
         width = bucket_width(start, end, points)
+        if uses_rollups(width):
+            return await self._activity_from_rollups(device_ids, start, end, width, recent)
         params: dict[str, object] = {
             "start": _epoch_us(start),
             "end": _epoch_us(end),
@@ -378,8 +542,12 @@ class SqliteStore:
     async def series(
         self, device_id: str, start: dt.datetime, end: dt.datetime, points: int
     ) -> list[SeriesPoint]:
-        """A device's readings in [start, end) in at most `points` buckets, by SQL aggregates."""
+        """A device's readings in [start, end) in at most `points` buckets, by SQL aggregates:
+        of the rollups that fit the buckets, and of raw readings only at their edges."""
         width = bucket_width(start, end, points)
+        if uses_rollups(width):
+            found = await self._from_rollups([device_id], start, end, width)
+            return found.get(device_id, [])
         width_us = width // dt.timedelta(microseconds=1)
         start_us = _epoch_us(start)
         params = {
@@ -399,6 +567,74 @@ class SqliteStore:
             SeriesPoint(first + bucket * width, low, high, avg, count)
             for bucket, low, high, avg, count in rows
         ]
+
+    async def _from_rollups(
+        self, device_ids: list[str], start: dt.datetime, end: dt.datetime, width: dt.timedelta
+    ) -> dict[str, list[SeriesPoint]]:
+        pieces = plan(start, end, width)
+        params: dict[str, object] = {
+            "scale": AVG_SCALE,
+            "raw": msgspec.json.encode(
+                [
+                    [k, _epoch_us(lo), _epoch_us(hi), _second_text(lo), _second_text(hi) + "~"]
+                    for k, lo, hi in pieces.raw
+                ]
+            ).decode(),
+            "minute": _rollup_pieces(pieces.minute),
+            "hour": _rollup_pieces(pieces.hour),
+        }
+        found: dict[str, list[SeriesPoint]] = {}
+        for chunk in _chunks(device_ids):
+            names = {f"d{i}": device for i, device in enumerate(chunk)}
+            sql = SERIES_PIECES.format(marks=", ".join(f":{name}" for name in names))
+            for device, k, low, high, total, count in await self._reader.execute_fetchall(
+                sql, {**params, **names}
+            ):
+                point = SeriesPoint(start + k * width, low, high, total / count * AVG_SCALE, count)
+                found.setdefault(device, []).append(point)
+        return found
+
+    async def _activity_from_rollups(
+        self,
+        device_ids: list[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        width: dt.timedelta,
+        recent: dt.datetime,
+    ) -> dict[str, Activity]:
+        buckets = await self._from_rollups(device_ids, start, end, width)
+        found = {device: Activity(points, 0) for device, points in buckets.items()}
+        params: dict[str, object] = {
+            "start": _epoch_us(recent),
+            "end": _epoch_us(end),
+            "low": _second_text(recent),
+            "high": _second_text(end) + "~",
+        }
+        for chunk in _chunks(device_ids):
+            names = {f"d{i}": device for i, device in enumerate(chunk)}
+            sql = RECENT.format(marks=", ".join(f":{name}" for name in names))
+            for device, count in await self._reader.execute_fetchall(sql, {**params, **names}):
+                found.setdefault(device, Activity([], 0)).recent = count
+        return found
+
+    async def maintain(self) -> None:
+        """Delete readings older than retention keeps, device by device along the series
+        index, one transaction per device so that batches get in between."""
+        cutoff = retention_cutoff(self._clock(), self._retention)
+        if cutoff is None:
+            return
+        # all-zero microseconds: a reading in the cutoff's own second sorts at or after it
+        limit = cutoff.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+        devices = [r[0] for r in await self._reader.execute_fetchall(DEVICE_IDS)]
+        deleted = 0
+        for device in devices:
+            async with self._write_lock:
+                cursor = await self._writer.execute(EXPIRED, (device, limit))
+                deleted += cursor.rowcount
+                await self._writer.execute(EXPIRED_MINUTES, (device, _epoch_us(cutoff) // 10**6))
+                await self._writer.commit()
+        if deleted:
+            logger.info("retention: deleted %d readings from before %s", deleted, cutoff.date())
 
     async def close(self) -> None:
         """Close both connections."""
@@ -428,6 +664,13 @@ def _rows(
     ]
 
 
+@functools.lru_cache(maxsize=8)
+def _multi_row_insert(count: int) -> str:
+    """INSERT with `count` rows of VALUES (cached: a catch-up sends one size again and again)."""
+    row = "(" + ", ".join("?" * INSERT_COLUMNS) + ")"
+    return INSERT.replace(row, ", ".join([row] * count))
+
+
 def _summarize(rows: Iterable[Any]) -> list[DeviceSummary]:
     return summarize(
         [
@@ -439,6 +682,13 @@ def _summarize(rows: Iterable[Any]) -> list[DeviceSummary]:
 
 def _lower(text: str | None) -> str | None:
     return None if text is None else text.lower()
+
+
+def _rollup_pieces(ranges: list[tuple[int, dt.datetime, dt.datetime]]) -> str:
+    """Rollup pieces as JSON [k, low, high] in epoch seconds."""
+    return msgspec.json.encode(
+        [[k, (lo - EPOCH) // SECOND, (hi - EPOCH) // SECOND] for k, lo, hi in ranges]
+    ).decode()
 
 
 def _epoch_us(when: dt.datetime) -> int:
@@ -466,8 +716,8 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
 
 
 async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
-    """Create the schema in a new file, add the summaries to a version 1 file (filled from its
-    readings); refuse a file written by a newer version."""
+    """Create the schema in a new file, add the summaries to a version 1 file and the rollups
+    to a version 1 or 2 one (both filled from its readings); refuse a newer file."""
     async with conn.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     version = int(row[0]) if row else 0
@@ -479,8 +729,9 @@ async def _migrate(conn: aiosqlite.Connection, path: Path) -> None:
     if version == SCHEMA_VERSION:
         return
     # one transaction: a crash leaves version 1 with no summaries, and the next open redoes it
+    summaries = f"{SUMMARIES} {BACKFILL_SUMMARIES};" if version < 2 else ""
     await conn.executescript(
-        f"BEGIN IMMEDIATE; {SCHEMA} {SUMMARIES} {BACKFILL_SUMMARIES};"
+        f"BEGIN IMMEDIATE; {SCHEMA} {summaries} {ROLLUPS} {BACKFILL_ROLLUPS}"
         f" PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
     )
     action = "created" if version == 0 else f"migrated from version {version} to"

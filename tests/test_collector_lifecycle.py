@@ -7,8 +7,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from collector.alerts.worker import _watch
-from collector.lifecycle import REQUEST_STOP, request_stop
+from collector.lifecycle import REQUEST_STOP, request_stop, watch
 
 
 class WorkerBug(BaseException):
@@ -30,7 +29,7 @@ async def test_an_alert_worker_that_dies_stops_the_server() -> None:
     task = asyncio.create_task(_dies())
     with pytest.raises(WorkerBug):
         await task
-    _watch(app)(task)
+    watch(app, "alert worker")(task)
     assert len(reasons) == 1
     assert "alert worker stopped" in reasons[0]
     assert "boom" in reasons[0]
@@ -45,7 +44,7 @@ async def test_a_cancelled_worker_stops_nothing() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    _watch(app)(task)
+    watch(app, "alert worker")(task)
     assert reasons == []
 
 

@@ -22,8 +22,8 @@ import pytest
 import pulse_wire as wire
 from collector.app import create_app
 from collector.config import CollectorConfig
-from collector.store import SCHEMA_VERSION, StoreError
-from collector.store_postgres import PostgresStore
+from collector.store import StoreError
+from collector.store_postgres import SCHEMA_VERSION, PostgresStore
 from tests.conftest import reading
 from tests.requirements import postgres_url
 
@@ -85,7 +85,7 @@ async def test_newer_schema_is_refused(pg_url: str) -> None:
         await conn.execute("UPDATE collector_schema SET version = $1", SCHEMA_VERSION + 1)
     finally:
         await conn.close()
-    with pytest.raises(StoreError, match="schema version 2"):
+    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
         await PostgresStore.open(pg_url)
 
 

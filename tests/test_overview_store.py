@@ -21,6 +21,7 @@ import pytest
 
 import pulse_wire as wire
 from collector.store import DEVICES_FROM_READINGS, SCHEMA_VERSION, ReadingStore, summarize
+from collector.store_postgres import SCHEMA_VERSION as PG_SCHEMA_VERSION
 from collector.store_postgres import PostgresStore
 from collector.store_sqlite import SqliteStore
 from tests.test_collector_postgres import postgres_schema
@@ -212,7 +213,7 @@ async def test_a_version_1_sqlite_file_gets_correct_summaries(tmp_path: Path) ->
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 async def test_a_version_1_postgres_database_gets_correct_summaries() -> None:
@@ -237,7 +238,8 @@ async def test_a_version_1_postgres_database_gets_correct_summaries() -> None:
             await store.close()
         conn = await asyncpg.connect(url)
         try:
-            assert await conn.fetchval("SELECT version FROM collector_schema") == 2
+            version = await conn.fetchval("SELECT version FROM collector_schema")
+            assert version == PG_SCHEMA_VERSION == 3
         finally:
             await conn.close()
 

@@ -91,8 +91,9 @@ def is_same_origin(request: web.Request) -> bool:
 
 
 def is_page(path: str) -> bool:
-    """True for an HTML page: not the JSON API and not the health check."""
-    return not path.startswith("/api/") and path != "/healthz"
+    """True for an HTML page: not the JSON API, the health check or the metrics (a scraper
+    needs a 401 it can report, not a redirect to a login form)."""
+    return not path.startswith("/api/") and path not in ("/healthz", "/metrics")
 
 
 def _login_redirect(request: web.Request) -> web.Response:

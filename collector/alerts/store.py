@@ -270,6 +270,11 @@ class AlertStore:
         rows = await self._db.fetch(sql + " ORDER BY rule, device_id", args)
         return [_alert(row) for row in rows]
 
+    async def state_counts(self) -> dict[str, int]:
+        """How many current alerts are in each state, counted by the database."""
+        rows = await self._db.fetch("SELECT state, COUNT(*) FROM alerts GROUP BY state", ())
+        return {str(state): int(count) for state, count in rows}
+
     async def alert(self, rule: str, device_id: str) -> Alert | None:
         """The current alert of `rule` on `device_id`, or None."""
         rows = await self._db.fetch(

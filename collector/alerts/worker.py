@@ -17,7 +17,7 @@ from collector.alerts.notify import MISSING, Notifier
 from collector.alerts.rules import Channel
 from collector.alerts.store import AlertStore
 from collector.config import CollectorConfig
-from collector.lifecycle import request_stop
+from collector.lifecycle import watch
 from collector.live import LIVE, LiveHub
 from collector.store import Clock
 
@@ -78,19 +78,6 @@ def announce_change(live: LiveHub) -> None:
     live.publish({"type": "alerts"})
 
 
-def _watch(app: web.Application) -> Callable[[asyncio.Task[None]], None]:
-    """A done-callback: the worker only ends by cancellation; anything else stops the server."""
-
-    def done(task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        err = task.exception()
-        logger.error("the alert worker stopped unexpectedly", exc_info=err)
-        request_stop(app, f"the alert worker stopped: {err!r}")
-
-    return done
-
-
 def _check_apprise() -> None:
     """Say at start, once, that notifications will fail without Apprise; run all the same."""
     # only looked for, not imported: loading its plugins imports much (gi, for dbus), and a
@@ -138,7 +125,7 @@ def alerts_context(
                 return run_alerts(engine, interval, on_change=lambda: announce_change(live))
 
             task = asyncio.create_task(_run_worker(config, evaluate))
-            task.add_done_callback(_watch(app))
+            task.add_done_callback(watch(app, "alert worker"))
             logger.info(
                 "alerts: %d rules, every %.1f s", len(await store.rules()), config.alerts.interval_s
             )
