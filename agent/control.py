@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.config import Config, LiveConfig, LoadedConfig, validate_dict
+from agent.lanes import Lane
 from agent.sender import Sender
 from agent.settings_form import RESTART_KEYS, changed_keys, field_errors, flatten, merge_update
 from agent.status import Event, Info, Listener, SnapshotEvent, Status, StatusHub
@@ -78,11 +79,22 @@ def would_drop(pending: int, old: Config, new: Config) -> int:
     return max(0, pending - cap)
 
 
+@dataclass(frozen=True)
+class _Queue:
+    """One source's queue as Control acts on it: its store, sender and status."""
+
+    store: Store
+    sender: Sender
+    hub: StatusHub
+
+
 class Control:
     """Actions and state of a running agent; call on the event loop's thread only.
 
     The tray runs on another thread and crosses over with call_soon_threadsafe or
     run_coroutine_threadsafe. Restart-only settings keep the values the agent started with.
+    `store` and `sender` are the primary source's; with `lanes` (one per source, the
+    primary among them) every action acts on each source's queue and sender.
     """
 
     def __init__(
@@ -93,12 +105,16 @@ class Control:
         sender: Sender,
         request_stop: Callable[[], None],
         secret: str = "",
+        lanes: Sequence[Lane] = (),
     ):
         self._live = live
         self._running = live.loaded
         self._hub = hub
         self._store = store
         self._sender = sender
+        self._queues = [_Queue(lane.store, lane.sender, lane.hub) for lane in lanes] or [
+            _Queue(store, sender, hub)
+        ]
         self._request_stop = request_stop
         self._secret = secret
         self._paused = False
@@ -133,8 +149,18 @@ class Control:
 
     @property
     def device_id(self) -> str:
-        """The id readings are sent under: the configured one, else the one the queue keeps."""
+        """The id readings are sent under: the configured one, else the one the queue keeps.
+
+        With `sources`, the hub's own id (each source sends under its own).
+        """
+        if self.config.sources:
+            return self.config.effective_device_id
         return self._store.device_for(self.config.device_id)
+
+    @property
+    def pending(self) -> int:
+        """Readings queued over every source."""
+        return sum(q.store.pending for q in self._queues)
 
     @property
     def logs_dir(self) -> Path:
@@ -169,36 +195,46 @@ class Control:
         self._hub.publish_config(info)
 
     async def dead_letters(self, limit: int = DEAD_LETTERS_SHOWN) -> list[dict[str, object]]:
-        """The newest dead-lettered readings with the server's reasons."""
-        return await self._store.dead_letters(limit)
+        """The newest dead-lettered readings with the server's reasons (from every source)."""
+        if len(self._queues) == 1:
+            return await self._queues[0].store.dead_letters(limit)
+        found: list[dict[str, object]] = []
+        for q in self._queues:
+            device_id = q.store.device_for(self.config.device_id)
+            found += [
+                {**letter, "device_id": device_id} for letter in await q.store.dead_letters(limit)
+            ]
+        return found[:limit]
 
     # --- what it does --------------------------------------------------------------------
 
     def send_now(self) -> None:
-        """Send the oldest batch at once."""
-        self._sender.send_now()
+        """Send the oldest batch of every source at once."""
+        self._wake_senders()
 
     def pause(self) -> None:
         """Stop sending; readings keep queueing. A catch-up stops within one batch."""
         self._paused = True
-        self._hub.set_paused(True)
-        logger.info("sending paused, %d queued", self._store.pending)
-        self._sender.send_now()
+        self._set_paused(True)
+        logger.info("sending paused, %d queued", self.pending)
+        self._wake_senders()
 
     def resume(self) -> None:
         """Start sending again at once."""
         if self._paused:
             self._paused = False
-            self._hub.set_paused(False)
-            logger.info("sending resumed, %d queued", self._store.pending)
-        self._sender.send_now()
+            self._set_paused(False)
+            logger.info("sending resumed, %d queued", self.pending)
+        self._wake_senders()
 
     async def retry_dead(self) -> int:
-        """Move every dead letter back into the queue and send."""
-        moved = await self._store.retry_dead()
-        self._hub.set_counts(await self._store.counts())
+        """Move every dead letter of every source back into its queue and send."""
+        moved = 0
+        for q in self._queues:
+            moved += await q.store.retry_dead()
+            q.hub.set_counts(await q.store.counts())
         logger.info("%d dead letters queued again", moved)
-        self._sender.send_now()
+        self._wake_senders()
         return moved
 
     async def apply_settings(self, update: dict[str, Any], confirm_drop: bool) -> SettingsResult:
@@ -209,7 +245,11 @@ class Control:
         """
         async with self._save_lock:
             old = self.config
-            new, errors = validate_dict(merge_update(old, update))
+            merged = merge_update(old, update)
+            if merged.get("sources") and "sensor" not in update:
+                # the form always has sensor's values; with sources they would be refused
+                merged.pop("sensor", None)
+            new, errors = validate_dict(merged)
             if new is None:
                 by_field, general = field_errors(errors)
                 return Invalid(by_field, general)
@@ -231,13 +271,28 @@ class Control:
 
     # --- inside --------------------------------------------------------------------------
 
+    def _wake_senders(self) -> None:
+        for q in self._queues:
+            q.sender.send_now()
+
+    def _set_paused(self, paused: bool) -> None:
+        # the sources' own hubs first: the agent's sums them, then shows its own pause
+        for q in self._queues:
+            if q.hub is not self._hub:
+                q.hub.set_paused(paused)
+        self._hub.set_paused(paused)
+
+    def _would_drop(self, old: Config, new: Config) -> int:
+        # storage.max_pending caps each source's queue: sum what each one would drop
+        return sum(would_drop(q.store.pending, old, new) for q in self._queues)
+
     def _refusal(self, old: Config, new: Config, confirm_drop: bool) -> SettingsResult | None:
         """Why a valid config must not be saved as asked, or None to save it."""
         if not is_loopback(new.dashboard.host) and not new.dashboard.password:
             # the agent would refuse to start with this; say so now, not at the next start
             problem = "a network address needs a dashboard password (set dashboard.password)"
             return Invalid({"dashboard.host": problem}, [])
-        drop = would_drop(self._store.pending, old, new)
+        drop = self._would_drop(old, new)
         if drop and not confirm_drop:
             # losing queued readings is the one edit that cannot be undone: the user must agree
             problem = (
@@ -248,7 +303,7 @@ class Control:
         return None
 
     async def _save(self, old: Config, new: Config, changed: list[str]) -> SaveFailed | None:
-        drop = would_drop(self._store.pending, old, new)
+        drop = self._would_drop(old, new)
         try:
             await asyncio.to_thread(self._live.replace, new)
         except OSError as err:
@@ -270,7 +325,8 @@ class Control:
         if new.logs.level != old.logs.level:
             set_level(new.logs.level)
         if new.storage.max_pending != old.storage.max_pending:
-            self._store.max_pending = new.storage.max_pending
+            for q in self._queues:
+                q.store.max_pending = new.storage.max_pending
         # a new address, token or interval should not wait out the current sleep or backoff
         if (new.server, new.sender, new.device_id) != (old.server, old.sender, old.device_id):
-            self._sender.send_now()
+            self._wake_senders()

@@ -46,39 +46,65 @@ WS_HEARTBEAT_S = 20.0
 WS_CLOSE_TIMEOUT_S = 2.0
 # PUT /api/config?confirm_drop=true: the user agreed to lose what a lower queue cap drops
 CONFIRM_DROP_PARAM = "confirm_drop"
+# settings the form shows but cannot edit (lists of objects): shown as JSON, never sent back
+READONLY_KEYS = ("sources",)
+
+
+Points = collections.deque[tuple[float, float]]
 
 
 class Recent:
-    """The last minutes of readings: the chart's history and the readings/min figure."""
+    """The last minutes of readings: the charts' history and the readings/min figure.
+
+    Each source (by device id) keeps its own points; the page's main chart shows them all.
+    """
 
     def __init__(self, window_s: float = RECENT_WINDOW_S, clock: Callable[[], float] = time.time):
         self.window_s = window_s
         self._clock = clock
-        self._points: collections.deque[tuple[float, float]] = collections.deque(
-            maxlen=RECENT_MAX_POINTS
-        )
+        self._sources: dict[str, Points] = {}
 
     def on_event(self, event: Event) -> None:
-        """Status listener: keep each reading's time and value."""
+        """Status listener: keep each reading's time and value, by its source."""
         if not isinstance(event, ReadingEvent):
             return
         when = dt.datetime.fromisoformat(event.reading.datetime).timestamp()
-        self._points.append((when, float(event.reading.value)))
-        self._prune(when)
+        points = self._sources.get(event.device_id)
+        if points is None:
+            points = self._sources[event.device_id] = collections.deque(maxlen=RECENT_MAX_POINTS)
+        points.append((when, float(event.reading.value)))
+        self._prune(points, when)
 
-    def _prune(self, now: float) -> None:
-        while self._points and self._points[0][0] < now - self.window_s:
-            self._points.popleft()
+    def _prune(self, points: Points, now: float) -> None:
+        while points and points[0][0] < now - self.window_s:
+            points.popleft()
+
+    def _points(self) -> list[tuple[float, float]]:
+        now = self._clock()
+        for points in self._sources.values():
+            self._prune(points, now)
+        if len(self._sources) == 1:
+            return list(next(iter(self._sources.values())))
+        return sorted(p for points in self._sources.values() for p in points)
 
     def columns(self) -> dict[str, list[float]]:
-        """{"t": [epoch seconds], "v": [values]} for the chart."""
-        self._prune(self._clock())
-        return {"t": [p[0] for p in self._points], "v": [p[1] for p in self._points]}
+        """{"t": [epoch seconds], "v": [values]} for the chart, every source's."""
+        points = self._points()
+        return {"t": [p[0] for p in points], "v": [p[1] for p in points]}
+
+    def by_source(self) -> dict[str, dict[str, list[float]]]:
+        """{device id: {"t": [...], "v": [...]}}: each source's chart."""
+        now = self._clock()
+        columns = {}
+        for device_id, points in self._sources.items():
+            self._prune(points, now)
+            columns[device_id] = {"t": [p[0] for p in points], "v": [p[1] for p in points]}
+        return columns
 
     def per_minute(self) -> int:
-        """How many readings arrived in the last 60 seconds."""
+        """How many readings arrived in the last 60 seconds, over every source."""
         since = self._clock() - 60.0
-        return sum(1 for when, _ in self._points if when >= since)
+        return sum(1 for when, _ in self._points() if when >= since)
 
 
 class Dashboard:
@@ -108,6 +134,8 @@ class WsSnapshot(StatusAnswer, kw_only=True, tag="snapshot"):
     """The first message on /ws: the snapshot, the facts, and the chart's recent readings."""
 
     recent: dict[str, list[float]]
+    # each source's chart, by device id
+    recent_sources: dict[str, dict[str, list[float]]] = msgspec.field(default_factory=dict)
 
 
 def _bad_request(error: str) -> web.HTTPBadRequest:
@@ -178,15 +206,29 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def settings_page(request: web.Request) -> web.Response:
-    """The settings editor."""
-    values = flatten(request.app[CONTROL].config)
+    """The settings editor; `sources` shows as read-only JSON (edited in config.json)."""
+    config = request.app[CONTROL].config
+    values = flatten(config)
     for key in SECRET_KEYS:
         if values[key]:
             values[key] = MASK
+    readonly = {
+        key: msgspec.json.format(msgspec.json.encode(values[key]), indent=2).decode()
+        for key in READONLY_KEYS
+    }
+    sections = form_sections()
+    if config.sources:
+        # with sources the one `sensor` is not used, and the two together are refused
+        sections = [s for s in sections if not all(f.key.startswith("sensor.") for f in s.fields)]
     return await _page(
         request,
         "settings.html",
-        {"page": "settings", "sections": form_sections(), "values": values},
+        {
+            "page": "settings",
+            "sections": sections,
+            "values": values,
+            "readonly": readonly,
+        },
     )
 
 
@@ -364,6 +406,7 @@ async def _pump(ws: web.WebSocketResponse, app: web.Application) -> None:
                     status=event.status,
                     info=info(app),
                     recent=app[DASHBOARD].recent.columns(),
+                    recent_sources=app[DASHBOARD].recent.by_source(),
                 )
             await ws.send_str(msgspec.json.encode(message).decode())
     except ConnectionResetError:

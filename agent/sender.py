@@ -23,6 +23,9 @@ from agent.store import QueuedBatch, Store
 
 logger = logging.getLogger(__name__)
 
+# names the agent that relays a source's device (the server shows it beside the device)
+HUB_HEADER = "Pulse-Hub"
+
 BACKOFF_BASE_S = 0.5
 BACKOFF_FLOOR_S = 0.05
 RETRY_AFTER_MAX_S = 3600.0
@@ -132,7 +135,10 @@ class Sender:
         clock: Callable[[], float] = time.time,
         in_flight: int = IN_FLIGHT,
         is_paused: Callable[[], bool] = _never_paused,
+        relay_for: Callable[[], str] | None = None,
     ):
+        # relaying another device's readings: the agent's own id, sent as the Pulse-Hub header
+        self._relay_for = relay_for
         self._store = store
         self._hub = hub
         self._session = session
@@ -297,14 +303,19 @@ class Sender:
         cfg = self._get_config()
         body = encode_batch(self._store.device_for(cfg.device_id), batch)
         headers = {"Content-Type": "application/json"}
+        if self._relay_for is not None:
+            headers[HUB_HEADER] = self._relay_for()
         if cfg.server.token:
             headers["Authorization"] = f"Bearer {cfg.server.token}"
         timeout = aiohttp.ClientTimeout(total=cfg.server.timeout_s)
+        started = time.monotonic()
         try:
             async with self._session.post(
                 cfg.server.url, data=body, headers=headers, timeout=timeout
             ) as resp:
                 data = await resp.read()
+                # the round trip of an answered request; a refused connection is not timed
+                self._hub.observe_send(time.monotonic() - started)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"), self._clock())
                 return classify(resp.status, data, len(batch), retry_after)
         except (aiohttp.ClientError, TimeoutError, OSError) as err:

@@ -17,6 +17,13 @@ sets status fields:
   store new readings, its problem shows instead (`set_write_problem`).
 - started_at: the hub, when it is created.
 - the "config" event: agent.dashboard, after a save (`publish_config`).
+- send round trips (no status field, handed to the send observers such as agent.metrics):
+  agent.sender (`observe_send`).
+
+With several sources (agent.lanes) each source has a StatusHub of its own, written by the
+owners above; the agent's hub then holds their sum, written by agent.lanes alone
+(`set_summary`, `set_state`, `set_start_problem`, `add_source_reading`, `add_source_batch`),
+and `sources`, one entry per source (`set_source`, the "source" event).
 
 Events encode to the JSON that web/static/app.js reads: {"type": ..., "seq": n, ...}.
 """
@@ -32,6 +39,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from msgspec import UNSET, UnsetType
+
+from agent.sources.base import SourceState
 
 if TYPE_CHECKING:
     from agent.store import Counts
@@ -62,6 +71,22 @@ class LastReading(msgspec.Struct, kw_only=True):
     unit: str
 
 
+class SourceStatus(msgspec.Struct, kw_only=True):
+    """One source as the dashboard lists it: the device, its input and its delivery."""
+
+    device_id: str
+    kind: str
+    state: SourceState = SourceState.STARTING
+    detail: str = ""
+    errors_total: int = 0
+    last_error: str | None = None
+    last_reading: LastReading | None = None
+    unit: str = ""
+    pending: int = 0
+    sent_total: int = 0
+    delivery: State = State.STARTING
+
+
 class Status(msgspec.Struct, kw_only=True):
     """Everything a user needs to see whether readings get through, and why not."""
 
@@ -81,6 +106,8 @@ class Status(msgspec.Struct, kw_only=True):
     catchup_rate: float | None = None
     storage_problem: str | None = None
     started_at: float = msgspec.field(default_factory=time.time)
+    # one entry per source, in config order (one for the single `sensor`)
+    sources: list[SourceStatus] = msgspec.field(default_factory=list)
 
 
 class StatusChanges(msgspec.Struct, kw_only=True):
@@ -133,11 +160,13 @@ class StatusEvent(_Event, kw_only=True, tag="status"):
     changes: StatusChanges
 
 
-class ReadingEvent(_Event, kw_only=True, tag="reading"):
+class ReadingEvent(_Event, kw_only=True, tag="reading", omit_defaults=True):
     """The sensor stored a reading."""
 
     reading: LastReading
     pending: int
+    # the source's device id; "" (left out of the JSON) from a source's own hub
+    device_id: str = ""
 
 
 class BatchEvent(_Event, kw_only=True, tag="batch"):
@@ -154,8 +183,16 @@ class ConfigEvent(_Event, kw_only=True, tag="config"):
     info: Info
 
 
-Event = SnapshotEvent | StatusEvent | ReadingEvent | BatchEvent | ConfigEvent
+class SourceEvent(_Event, kw_only=True, tag="source"):
+    """One source's entry changed; it replaces status.sources[index]."""
+
+    index: int
+    source: SourceStatus
+
+
+Event = SnapshotEvent | StatusEvent | ReadingEvent | BatchEvent | ConfigEvent | SourceEvent
 Listener = Callable[[Event], None]
+SendObserver = Callable[[float], None]
 
 
 class StatusHub:
@@ -175,6 +212,7 @@ class StatusHub:
         self._paused_since: float | None = None
         self._start_problem: str | None = None
         self._write_problem: str | None = None
+        self._send_observers: list[SendObserver] = []
 
     @property
     def seq(self) -> int:
@@ -188,7 +226,8 @@ class StatusHub:
 
     def snapshot(self) -> SnapshotEvent:
         """The whole status as one event, for a new subscriber."""
-        return SnapshotEvent(seq=self._seq, status=msgspec.structs.replace(self.status))
+        status = msgspec.structs.replace(self.status, sources=list(self.status.sources))
+        return SnapshotEvent(seq=self._seq, status=status)
 
     # --- the owners' writes --------------------------------------------------------------
 
@@ -258,12 +297,47 @@ class StatusHub:
         """The dashboard saved the settings: tell every page the new facts."""
         self._publish(ConfigEvent(seq=self._next(), info=info))
 
+    def set_summary(self, changes: StatusChanges) -> None:
+        """The sum over the sources (agent.lanes): counts, last reading, sends and errors."""
+        self._apply(changes)
+
+    def add_source_reading(self, device_id: str, reading: LastReading, pending: int) -> None:
+        """A source stored `reading`; `pending` is the sum over every source's queue."""
+        self._publish(
+            ReadingEvent(seq=self._next(), reading=reading, pending=pending, device_id=device_id)
+        )
+
+    def add_source_batch(self, sent: int, rejected: int, pending: int) -> None:
+        """A source's batch was acknowledged; `pending` is the sum over every queue."""
+        self._publish(BatchEvent(seq=self._next(), sent=sent, rejected=rejected, pending=pending))
+
+    def set_source(self, index: int, source: SourceStatus) -> None:
+        """The entry of the source at `index` (config order); published if it changed."""
+        entries = self.status.sources
+        if index < len(entries):
+            if entries[index] == source:
+                return
+            entries[index] = source
+        else:
+            entries.append(source)
+        self._publish(SourceEvent(seq=self._next(), index=index, source=source))
+
+    def observe_send(self, seconds: float) -> None:
+        """The sender's batch request took `seconds` until its answer (any answer)."""
+        for observer in list(self._send_observers):
+            observer(seconds)
+
     # --- subscribers ---------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` on every event; return a function that removes it."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def add_send_observer(self, observer: SendObserver) -> Callable[[], None]:
+        """Call `observer` with each send's duration; return a function that removes it."""
+        self._send_observers.append(observer)
+        return lambda: self._send_observers.remove(observer)
 
     @contextlib.contextmanager
     def _queue(self) -> Iterator[asyncio.Queue[Event]]:

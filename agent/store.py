@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import math
 import socket
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import aiosqlite
+import msgspec
 
 import pulse_wire as wire
 from agent.salvage import Salvage, peek_user_version, salvage_queue
@@ -86,6 +88,24 @@ CREATE TABLE ledger (
     value   NUMERIC NOT NULL,
     dropped INTEGER NOT NULL DEFAULT 0
 );
+"""
+
+# A batch is read as one row of three joined texts, and deleted by one statement: row by
+# row, the SQLite thread would take the GIL back for every row, each time waiting while the
+# event loop handles an HTTP exchange, and a drain would crawl. json_object never writes a
+# raw newline, so one separates the readings' JSON.
+OLDEST = f"""
+SELECT group_concat(seq), group_concat(id), group_concat(reading, char(10)) FROM (
+    SELECT seq, id, {wire.READING_JSON_SQL} AS reading FROM queue
+    WHERE seq > ? ORDER BY seq LIMIT ?
+)
+"""
+# the batch's (seq, id) pairs as one JSON array of [seq, id]
+DELETE_PAIRS = """
+DELETE FROM queue WHERE seq IN (
+    SELECT q.seq FROM json_each(?) AS j JOIN queue AS q
+    ON q.seq = json_extract(j.value, '$[0]') AND q.id = json_extract(j.value, '$[1]')
+)
 """
 
 T = TypeVar("T")
@@ -183,6 +203,27 @@ class Quarantine:
         if self.salvage is not None:
             text += f"; {self.salvage.describe()}, sent under their original stream"
         return text
+
+
+def _joined_batch(seqs: str, ids: str, texts: str, stream: str) -> QueuedBatch:
+    """The batch from OLDEST's joined texts, in seq order.
+
+    group_concat keeps the order of the rows it is given in practice, but SQLite before
+    3.44 does not promise it: the seqs are checked, and sorted if they must be.
+    """
+    seq_list = [int(seq) for seq in seqs.split(",")]
+    id_list = ids.split(",")
+    text_list = texts.split("\n")
+    if any(a >= b for a, b in itertools.pairwise(seq_list)):
+        order = sorted(range(len(seq_list)), key=seq_list.__getitem__)
+        seq_list = [seq_list[i] for i in order]
+        id_list = [id_list[i] for i in order]
+        text_list = [text_list[i] for i in order]
+    return QueuedBatch(seq_list, id_list, text_list, stream)
+
+
+def _json_text(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _utc_text(when: dt.datetime) -> str:
@@ -415,16 +456,10 @@ class Store:
         transaction's INSERT and its COMMIT would see rows that may never commit.
         """
         async with self._write:
-            rows = await self._db.execute_fetchall(
-                f"SELECT seq, id, {wire.READING_JSON_SQL} FROM queue WHERE seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (after_seq, limit),
-            )
-        if not rows:
+            seqs, ids, texts = await self._fetchone(OLDEST, (after_seq, limit))
+        if seqs is None:
             return None
-        return QueuedBatch(
-            [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], self.stream_id
-        )
+        return _joined_batch(seqs, ids, texts, self.stream_id)
 
     async def oldest_salvaged(self, limit: int) -> QueuedBatch | None:
         """The oldest readings recovered from a damaged file, all of one stream, or None."""
@@ -476,7 +511,7 @@ class Store:
                 [(batch.stream, seq, rid) for seq, rid in pairs],
             )
             return cur.rowcount, 0
-        cur = await self._db.executemany("DELETE FROM queue WHERE seq = ? AND id = ?", pairs)
+        cur = await self._db.execute(DELETE_PAIRS, (_json_text(pairs),))
         removed = cur.rowcount
         late = 0
         if removed < len(batch) and batch.first_seq <= self._dropped_through:

@@ -34,6 +34,7 @@ from agent.config import LiveConfig
 from agent.control import Control
 from agent.icon import state_icon
 from agent.serve import STOP_SIGNALS, serve
+from agent.sources import SourceState
 from agent.status import Event, State, Status
 from agent.tray_backends import icon_class, load_pystray
 from pulse_common.logs import HourlyFileHandler
@@ -64,18 +65,39 @@ class View:
     last_send_at: float | None = None
     paused: bool = False
     attached: bool = False
+    # each source's state, with several sources
+    sources: tuple[SourceState, ...] = ()
 
 
 def view_of(status: Status, paused: bool) -> View:
     """The tray's view of the agent's status."""
-    return View(status.state, status.pending, status.last_send_at, paused, attached=True)
+    sources = tuple(s.state for s in status.sources) if len(status.sources) > 1 else ()
+    return View(
+        status.state, status.pending, status.last_send_at, paused, attached=True, sources=sources
+    )
+
+
+def _sources_line(states: tuple[SourceState, ...]) -> str:
+    """ "3 sources, 2 ok, 1 reconnecting": how many stand where, in SourceState's order."""
+    counts = [(states.count(state), state) for state in SourceState]
+    parts = [f"{n} {state.value}" for n, state in counts if n]
+    return f"{len(states)} sources, " + ", ".join(parts)
 
 
 def tooltip(view: View) -> str:
-    """State, pending count and last send time, short enough for Windows (127 chars)."""
+    """State, pending count and last send time, short enough for Windows (127 chars).
+
+    With several sources the first line sums them up: "Pulse: 3 sources, 2 ok, 1
+    reconnecting · 12 pending".
+    """
     last = "never"
     if view.last_send_at is not None:
         last = dt.datetime.fromtimestamp(view.last_send_at).strftime("%H:%M:%S")
+    if view.sources:
+        return (
+            f"Pulse: {_sources_line(view.sources)} · {view.pending} pending\n"
+            f"{STATE_LABELS[view.state]}, last send {last}"
+        )
     return f"Pulse: {STATE_LABELS[view.state]}\n{view.pending} pending, last send {last}"
 
 

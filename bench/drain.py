@@ -1,10 +1,15 @@
 """Drain benchmark: queue N readings, start a local collector, time the drain end to end.
 
-    .venv/bin/python bench/drain.py [--readings 1000000] [--batch 1000]
+    .venv/bin/python bench/drain.py [--readings 1000000] [--batch 1000] [--rounds 1]
 
-Side by side in one run, on the same queue file:
-  raw      aiosqlite reading and deleting the queue in batches, no HTTP: the ceiling
-  pulse    the agent's Sender against a real collector process (SQLite, synchronous=FULL)
+Side by side in each round, on copies of one filled queue file:
+  raw      the agent's own Store reading `oldest(batch)` and `ack`-ing it, no HTTP: the ceiling
+           of the agent's side (the collector's insert is not in it)
+  pulse    the agent's Sender against a real collector process (SQLite, synchronous=FULL),
+           with 1 and with 2 batches in flight
+
+Each pulse line gives its time over the raw drain's time in the same round (the goal: at
+most 2.0, i.e. at least half the raw rate). With several rounds, a summary of the medians.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import argparse
 import asyncio
 import datetime as dt
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -30,6 +37,7 @@ from agent.store import open_store
 from tests.harness import start_collector
 
 CHUNK = 50_000
+RUNS = (("pulse, 1 in flight", 1), ("pulse, 2 in flight", 2))
 
 
 async def fill(path: Path, count: int) -> None:
@@ -42,7 +50,7 @@ async def fill(path: Path, count: int) -> None:
 
 
 async def drain_raw(path: Path, batch: int) -> float:
-    """Read and ack every batch with no network: what SQLite alone allows."""
+    """Read and ack every batch with no network: what the agent's store alone allows."""
     async with open_store(path, max_pending=10**9) as store:
         start = time.perf_counter()
         while (queued := await store.oldest(batch)) is not None:
@@ -68,40 +76,81 @@ async def drain_pulse(path: Path, batch: int, port: int, in_flight: int) -> tupl
         return time.perf_counter() - start, cycles
 
 
+def run_round(work: Path, source: Path, n: int, batch: int) -> dict[str, float]:
+    """One raw drain and one drain per pulse setting, each on its own copy of `source`."""
+    times: dict[str, float] = {}
+    copy = work / "raw.db"
+    shutil.copy(source, copy)
+    cpu = _cpu(psutil.Process())
+    times["raw"] = asyncio.run(drain_raw(copy, batch))
+    per_k = 1000 / n
+    agent_ms = (_cpu(psutil.Process()) - cpu) * 1000 * per_k
+    print(
+        f"  raw store drain     {times['raw']:6.2f} s  {n / times['raw']:10,.0f} readings/s"
+        f"  CPU ms per 1000 readings: agent {agent_ms:.1f}"
+    )
+    for name, in_flight in RUNS:
+        folder = work / f"pulse-{in_flight}"
+        folder.mkdir()
+        shutil.copy(source, folder / "queue.db")
+        collector = start_collector(folder / "collector")
+        try:
+            server = psutil.Process(collector.popen.pid)
+            before = _cpu(psutil.Process()), _cpu(server)
+            s, cycles = asyncio.run(
+                drain_pulse(folder / "queue.db", batch, collector.port, in_flight)
+            )
+            agent_ms = (_cpu(psutil.Process()) - before[0]) * 1000 * per_k
+            server_ms = (_cpu(server) - before[1]) * 1000 * per_k
+        finally:
+            collector.stop()
+        times[name] = s
+        print(
+            f"  {name}  {s:6.2f} s  {n / s:10,.0f} readings/s  "
+            f"end-to-end/raw time {s / times['raw']:.2f}  CPU ms per 1000 readings: "
+            f"agent {agent_ms:.1f}, collector {server_ms:.1f}"
+        )
+        shutil.rmtree(folder)
+    copy.unlink()
+    return times
+
+
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def main() -> None:
-    """Run both drains on copies of one filled queue and print the figures."""
+    """Fill one queue, then drain copies of it side by side, `--rounds` times."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--readings", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--batch", type=int, default=Config().sender.catchup_batch_size, help="readings per batch"
+    )
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pulse-drain-"))
+    n = args.readings
     try:
         source = work / "filled.db"
         t0 = time.perf_counter()
-        asyncio.run(fill(source, args.readings))
+        asyncio.run(fill(source, n))
         fill_s = time.perf_counter() - t0
-        copies = {}
-        for name in ("raw", "serial", "pipelined"):
-            copies[name] = work / name / "queue.db"
-            copies[name].parent.mkdir()
-            shutil.copy(source, copies[name])
-        n = args.readings
         print(f"readings            {n:,} in batches of {args.batch}")
         print(f"fill (add_many)     {fill_s:6.2f} s  {n / fill_s:10,.0f} readings/s")
-        raw_s = asyncio.run(drain_raw(copies["raw"], args.batch))
-        print(f"raw SQLite drain    {raw_s:6.2f} s  {n / raw_s:10,.0f} readings/s  (no HTTP)")
-        for name, in_flight in (("serial", 1), ("pipelined", 2)):
-            collector = start_collector(work / f"collector-{name}")
-            try:
-                s, cycles = asyncio.run(
-                    drain_pulse(copies[name], args.batch, collector.port, in_flight)
-                )
-            finally:
-                collector.stop()
-            print(
-                f"pulse, {in_flight} in flight  {s:6.2f} s  {n / s:10,.0f} readings/s"
-                f"  ({s / raw_s:.1f}x the raw drain time, {cycles} cycle)"
-            )
+        rounds = []
+        for r in range(args.rounds):
+            print(f"round {r + 1}")
+            rounds.append(run_round(work, source, n, args.batch))
+        if args.rounds > 1:
+            print(f"median of {args.rounds} rounds")
+            for name in ("raw", *(name for name, _ in RUNS)):
+                s = statistics.median(t[name] for t in rounds)
+                line = f"  {name:18s}  {s:6.2f} s  {n / s:10,.0f} readings/s"
+                if name != "raw":
+                    ratio = statistics.median(t[name] / t["raw"] for t in rounds)
+                    line += f"  end-to-end/raw time {ratio:.2f}"
+                print(line)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

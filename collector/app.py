@@ -16,6 +16,7 @@ from collector.alerts.worker import alerts_context
 from collector.config import CollectorConfig
 from collector.errors import error_middleware
 from collector.handlers import CONFIG, STORE, get_devices, get_readings, healthz, post_readings
+from collector.hubs import HUBS, Hubs
 from collector.live import LIVE, LiveHub
 from collector.maintenance import maintenance_context
 from collector.metrics import add_metrics, metrics_middleware
@@ -75,6 +76,7 @@ def create_app(config: CollectorConfig, *, clock: Clock = utc_now) -> web.Applic
     app = web.Application(client_max_size=config.body_limit_bytes, middlewares=middlewares)
     app[CONFIG] = config
     app[LIVE] = LiveHub()
+    app[HUBS] = Hubs()
     app.on_response_prepare.append(add_security_headers)
     app.cleanup_ctx.append(_store_context(config, clock))
     app.cleanup_ctx.append(maintenance_context())

@@ -11,6 +11,7 @@ from aiohttp import hdrs, web
 from collector import APP_NAME, __version__
 from collector.auth import bearer_token, is_authorized
 from collector.config import CollectorConfig
+from collector.hubs import HUBS, HubError, hub_of
 from collector.live import LIVE, Event
 from collector.metrics import METRICS
 from collector.store import ReadingStore, Receipt
@@ -73,8 +74,14 @@ async def post_readings(request: web.Request) -> web.StreamResponse:
         return refuse(request, 400, f"body is not valid UTF-8: {err}")
     if config.tokens and not is_authorized(config.tokens, batch.device_id, token or ""):
         return refuse(request, 403, f"token is not valid for device {batch.device_id!r}")
+    try:
+        hub = hub_of(request)
+    except HubError as err:
+        return refuse(request, 400, str(err))
     receipt = await request.app[STORE].receive(batch)
     ack = receipt.ack
+    if hub is not None and (ack.accepted or ack.duplicates):
+        await request.app[HUBS].note(request.app[STORE], batch.device_id, hub)
     request.app[METRICS].count_batch(ack)
     logger.debug(
         "batch of %d for %s/%s: %d accepted, %d duplicates, %d rejected",

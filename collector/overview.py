@@ -57,6 +57,8 @@ class OverviewDevice(msgspec.Struct):
     readings_per_min: float
     open_alerts: int
     spark: list[SeriesPoint]
+    # the agent it came through, when that agent relays several devices
+    hub: str | None = None
 
 
 class Overview(msgspec.Struct):
@@ -88,6 +90,7 @@ class DeviceDetail(msgspec.Struct):
     last_seen: dt.datetime
     live: bool
     streams: list[StreamDetail]
+    hub: str | None = None
 
 
 def add_device_routes(app: web.Application) -> None:
@@ -129,6 +132,7 @@ def _overview_device(
         readings_per_min=activity.recent / RATE_MINUTES,
         open_alerts=open_alerts,
         spark=activity.points,
+        hub=row.hub,
     )
 
 
@@ -161,6 +165,11 @@ async def get_device(request: web.Request) -> web.StreamResponse:
         for s in summary.streams
     ]
     detail = DeviceDetail(
-        device_id, summary.count, summary.last_seen, is_live(summary.last_seen, now), streams
+        device_id,
+        summary.count,
+        summary.last_seen,
+        is_live(summary.last_seen, now),
+        streams,
+        summary.hub,
     )
     return json_response(detail)

@@ -50,12 +50,14 @@ class StreamSummary(msgspec.Struct):
 
 
 class DeviceSummary(msgspec.Struct):
-    """What the collector holds for one device; last_seen is the newest receipt."""
+    """What the collector holds for one device; last_seen is the newest receipt, and `hub` the
+    agent its readings last came through when that is not the device itself."""
 
     device_id: str
     count: int
     last_seen: dt.datetime
     streams: list[StreamSummary]
+    hub: str | None = None
 
 
 class Receipt(msgspec.Struct):
@@ -213,6 +215,10 @@ class ReadingStore(Protocol):
         """
         ...
 
+    async def set_hub(self, device_id: str, hub: str) -> None:
+        """Remember the hub (an agent relaying several devices) a device's readings came by."""
+        ...
+
     async def maintain(self) -> None:
         """Periodic upkeep: partitions for the coming days, and retention; idempotent."""
         ...
@@ -277,6 +283,24 @@ SELECT device_id, stream, MIN(seq), MAX(seq), COUNT(*), MAX(received_at)
 FROM readings
 GROUP BY device_id, stream
 """
+
+# the hub each relayed device last came through (created at every open, on both backends)
+HUBS_TABLE = """
+CREATE TABLE IF NOT EXISTS device_hubs (
+    device_id TEXT PRIMARY KEY,
+    hub TEXT NOT NULL
+)
+"""
+
+ALL_HUBS = "SELECT device_id, hub FROM device_hubs"
+
+
+def with_hubs(devices: list[DeviceSummary], hubs: dict[str, str]) -> list[DeviceSummary]:
+    """The summaries with their hubs filled in."""
+    for device in devices:
+        device.hub = hubs.get(device.device_id)
+    return devices
+
 
 # a seq run is missing where a seq follows its predecessor (0 before the first) by more than 1
 GAPS = """

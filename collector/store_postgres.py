@@ -10,13 +10,16 @@ from typing import Any
 import asyncpg
 
 from collector.conflicts import Stored, StoredKey, seq_range, settle, unplaced
+from collector.group_commit import create_group_commit
 from collector.partitions import AHEAD_DAYS, BEHIND_DAYS, ensure_days, maintain
 from collector.rollups import ORIGIN, columns, plan, uses_rollups
 from collector.store import (
+    ALL_HUBS,
     AVG_SCALE,
     BACKFILL_SUMMARIES,
     DEVICES,
     GAPS,
+    HUBS_TABLE,
     Activity,
     Clock,
     DevicePage,
@@ -32,6 +35,7 @@ from collector.store import (
     retention_cutoff,
     summarize,
     utc_now,
+    with_hubs,
 )
 from pulse_wire import Ack, Batch, Message, Reading, split_batch
 
@@ -42,6 +46,11 @@ MIGRATION_LOCK = 0x50554C5345
 
 # 3: readings partitioned by day, with the dedup keys in an unpartitioned ledger, and rollups
 SCHEMA_VERSION = 3
+
+# A batch of at most this many readings joins a group commit (collector/group_commit.py):
+# 1.7x the readings/s of a statement per batch at 50 batches in flight, with a lower p99;
+# bigger batches (an agent catching up) are faster alone (docs/scale.md, "Write strategies")
+GROUP_MAX_READINGS = 100
 
 # what every version has: read before anything else, to tell a new database from an old one
 VERSIONS = "CREATE TABLE IF NOT EXISTS collector_schema (version integer NOT NULL);"
@@ -278,6 +287,13 @@ ORDER BY device_id, stream
 
 DEVICE_TOTAL = "SELECT COUNT(DISTINCT device_id) FROM stream_summaries {where}"
 
+SET_HUB = """
+INSERT INTO device_hubs (device_id, hub) VALUES ($1, $2)
+ON CONFLICT (device_id) DO UPDATE SET hub = EXCLUDED.hub
+"""
+
+HUBS_OF = f"{ALL_HUBS} WHERE device_id = ANY($1::text[])"
+
 DEVICE = """
 SELECT device_id, stream, first_seq, last_seq, count, last_seen
 FROM stream_summaries
@@ -293,6 +309,8 @@ class PostgresStore:
         self._pool = pool
         self._clock = clock
         self._retention = retention
+        # small batches (one agent's few readings) share statements and commits
+        self._group = create_group_commit(pool)
 
     @classmethod
     async def open(
@@ -312,6 +330,7 @@ class PostgresStore:
                 async with conn.transaction():
                     await _migrate(conn, clock())
                 await maintain(conn, clock(), retention)
+                await conn.execute(HUBS_TABLE)
         except BaseException:
             await pool.close()
             raise
@@ -341,6 +360,13 @@ class PostgresStore:
             good, rejected = refuse_before(batch, good, rejected, cutoff)
         if not good:
             return Receipt(Ack(accepted=0, duplicates=0, rejected=rejected), now)
+        if len(good) <= GROUP_MAX_READINGS:
+            accepted = await self._group.write(batch.device_id, batch.stream, good, now)
+            if accepted == len(good):
+                return Receipt(Ack(accepted=accepted, duplicates=0, rejected=rejected), now)
+            async with self._pool.acquire() as conn:
+                stored = await _stored(conn, batch, good)
+            return Receipt(settle(batch, good, rejected, accepted, stored), now)
         async with self._pool.acquire() as conn:
             accepted = int(
                 await conn.fetchval(
@@ -367,12 +393,21 @@ class PostgresStore:
 
     async def devices(self) -> list[DeviceSummary]:
         """Per device and stream: seq range, count and newest receipt, from the summaries."""
-        return _summarize(await self._pool.fetch(DEVICES))
+        devices = _summarize(await self._pool.fetch(DEVICES))
+        return with_hubs(devices, {r[0]: r[1] for r in await self._pool.fetch(ALL_HUBS)})
 
     async def device(self, device_id: str) -> DeviceSummary | None:
         """One device's summary from its streams' rows, or None."""
         found = _summarize(await self._pool.fetch(DEVICE, device_id))
-        return found[0] if found else None
+        return (await self._with_hubs(found))[0] if found else None
+
+    async def set_hub(self, device_id: str, hub: str) -> None:
+        """Remember the hub a device's readings came through."""
+        await self._pool.execute(SET_HUB, device_id, hub)
+
+    async def _with_hubs(self, devices: list[DeviceSummary]) -> list[DeviceSummary]:
+        rows = await self._pool.fetch(HUBS_OF, [d.device_id for d in devices])
+        return with_hubs(devices, {r[0]: r[1] for r in rows})
 
     async def device_page(self, search: str | None, offset: int, limit: int) -> DevicePage:
         """A page of devices from the summaries, in SQL: a search scans them, never readings."""
@@ -383,7 +418,7 @@ class PostgresStore:
             # one snapshot, so the total counts the same devices the page was cut from
             rows = await conn.fetch(page_sql, *params, limit, offset)
             total = await conn.fetchval(DEVICE_TOTAL.format(where=where), *params)
-        return DevicePage(int(total), _summarize(rows))
+        return DevicePage(int(total), await self._with_hubs(_summarize(rows)))
 
     async def activity(
         self,
@@ -456,7 +491,9 @@ class PostgresStore:
         return found
 
     async def close(self) -> None:
-        """Close the pool, waiting for queries in flight."""
+        """Store the batches waiting for a group, then close the pool, waiting for queries in
+        flight."""
+        await self._group.close()
         await self._pool.close()
 
 

@@ -18,10 +18,12 @@ import msgspec
 from collector.conflicts import Stored, StoredKey, seq_range, settle, unplaced
 from collector.rollups import plan, uses_rollups
 from collector.store import (
+    ALL_HUBS,
     AVG_SCALE,
     BACKFILL_SUMMARIES,
     DEVICES,
     GAPS,
+    HUBS_TABLE,
     SCHEMA_VERSION,
     Activity,
     Clock,
@@ -38,6 +40,7 @@ from collector.store import (
     retention_cutoff,
     summarize,
     utc_now,
+    with_hubs,
 )
 from pulse_wire import Ack, Batch, Message, Reading, split_batch
 
@@ -292,6 +295,10 @@ ON CONFLICT (device_id, bucket) DO UPDATE SET
 """
 
 DEVICE_IDS = "SELECT DISTINCT device_id FROM stream_summaries"
+SET_HUB = """
+INSERT INTO device_hubs (device_id, hub) VALUES (?, ?)
+ON CONFLICT (device_id) DO UPDATE SET hub = excluded.hub
+"""
 EXPIRED = "DELETE FROM readings WHERE device_id = ? AND datetime < ?"
 EXPIRED_MINUTES = "DELETE FROM rollup_minute WHERE device_id = ? AND bucket < ?"
 
@@ -334,6 +341,7 @@ class SqliteStore:
             await writer.execute("PRAGMA busy_timeout=5000")
             await _migrate(writer, path)
             await writer.execute(SERIES_INDEX)
+            await writer.execute(HUBS_TABLE)
             await writer.commit()
             # a second connection for queries, so a long read never holds up a batch's commit
             reader = await aiosqlite.connect(path)
@@ -463,12 +471,33 @@ class SqliteStore:
 
     async def devices(self) -> list[DeviceSummary]:
         """Per device and stream: seq range, count and newest receipt, from the summaries."""
-        return _summarize(await self._reader.execute_fetchall(DEVICES))
+        devices = _summarize(await self._reader.execute_fetchall(DEVICES))
+        hubs = await self._reader.execute_fetchall(ALL_HUBS)
+        return with_hubs(devices, {device: hub for device, hub in hubs})
 
     async def device(self, device_id: str) -> DeviceSummary | None:
         """One device's summary from its streams' rows, or None."""
         found = _summarize(await self._reader.execute_fetchall(DEVICE, (device_id,)))
-        return found[0] if found else None
+        return (await self._with_hubs(found))[0] if found else None
+
+    async def set_hub(self, device_id: str, hub: str) -> None:
+        """Remember the hub a device's readings came through."""
+        async with self._write_lock:
+            try:
+                await self._writer.execute(SET_HUB, (device_id, hub))
+                await self._writer.commit()
+            except BaseException:
+                await _rollback(self._writer)
+                raise
+
+    async def _with_hubs(self, devices: list[DeviceSummary]) -> list[DeviceSummary]:
+        hubs: dict[str, str] = {}
+        for chunk in _chunks([d.device_id for d in devices]):
+            sql = f"{ALL_HUBS} WHERE device_id IN ({_marks(chunk)})"
+            hubs.update(
+                {device: hub for device, hub in await self._reader.execute_fetchall(sql, chunk)}
+            )
+        return with_hubs(devices, hubs)
 
     async def device_page(self, search: str | None, offset: int, limit: int) -> DevicePage:
         """A page of devices from the summaries, in SQL: a search scans them, never readings."""
@@ -477,7 +506,7 @@ class SqliteStore:
             DEVICE_PAGE.format(where=where), [*params, limit, offset]
         )
         ((total,),) = await self._reader.execute_fetchall(DEVICE_TOTAL.format(where=where), params)
-        return DevicePage(total, _summarize(rows))
+        return DevicePage(total, await self._with_hubs(_summarize(rows)))
 
     async def activity(
         self,

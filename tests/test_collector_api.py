@@ -440,3 +440,40 @@ async def test_every_answer_carries_the_security_headers(client: Client, path: s
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+async def test_a_relayed_device_names_its_hub(client: Client) -> None:
+    body = {"device_id": "kitchen-bulb", "stream": "s1", "readings": [reading(1)]}
+    resp = await client.post("/api/v1/readings", json=body, headers={"Pulse-Hub": "home-pc"})
+    assert resp.status == 200
+    # a device sending for itself records no hub
+    own = {"device_id": "home-pc", "stream": "s1", "readings": [reading(1, id_=2)]}
+    resp = await client.post("/api/v1/readings", json=own, headers={"Pulse-Hub": "home-pc"})
+    assert resp.status == 200
+    devices = await (await client.get("/api/v1/devices")).json()
+    assert {d["device_id"]: d["hub"] for d in devices} == {
+        "home-pc": None,
+        "kitchen-bulb": "home-pc",
+    }
+    detail = await (await client.get("/api/v1/devices/kitchen-bulb")).json()
+    assert detail["hub"] == "home-pc"
+    overview = await (await client.get("/api/v1/overview")).json()
+    assert {d["device_id"]: d["hub"] for d in overview["devices"]} == {
+        "home-pc": None,
+        "kitchen-bulb": "home-pc",
+    }
+    # the hub moves: the newest wins
+    again = {"device_id": "kitchen-bulb", "stream": "s1", "readings": [reading(2, id_=3)]}
+    resp = await client.post("/api/v1/readings", json=again, headers={"Pulse-Hub": "new-pc"})
+    assert resp.status == 200
+    detail = await (await client.get("/api/v1/devices/kitchen-bulb")).json()
+    assert detail["hub"] == "new-pc"
+
+
+async def test_a_hub_header_that_is_no_device_id_is_refused(client: Client) -> None:
+    body = {"device_id": "kitchen-bulb", "stream": "s1", "readings": [reading(1)]}
+    resp = await client.post("/api/v1/readings", json=body, headers={"Pulse-Hub": "x" * 200})
+    assert resp.status == 400
+    assert "Pulse-Hub" in (await resp.json())["error"]
+    devices = await (await client.get("/api/v1/devices")).json()
+    assert devices == []

@@ -93,13 +93,17 @@ async def test_api_on_postgres(pg_url: str, aiohttp_client: Any, tmp_path: Any) 
     config = CollectorConfig(db=str(tmp_path / "unused.db"), database_url=pg_url)
     client = await aiohttp_client(create_app(config))
     body = {"device_id": "dev", "stream": "s", "readings": [reading(1), reading(2), reading(3)]}
-    first = await client.post("/api/v1/readings", json=body)
+    first = await client.post("/api/v1/readings", json=body, headers={"Pulse-Hub": "hub-1"})
     assert first.status == 200
     assert await first.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
     again = await client.post("/api/v1/readings", json=body)
     assert await again.json() == {"accepted": 0, "duplicates": 3, "rejected": []}
     got = await (await client.get("/api/v1/readings?device_id=dev&since=1")).json()
     assert [r["seq"] for r in got] == [2, 3]
+    devices = await (await client.get("/api/v1/devices")).json()
+    assert [(d["device_id"], d["hub"]) for d in devices] == [("dev", "hub-1")]
+    detail = await (await client.get("/api/v1/devices/dev")).json()
+    assert detail["hub"] == "hub-1"
     assert not (tmp_path / "unused.db").exists(), "SQLite was opened although PostgreSQL is set"
 
 

@@ -54,7 +54,18 @@ def test_defaults_round_trip_through_json() -> None:
     assert parse_config(data) == Config()
     raw = json.loads(data)
     # every section and key is written out, so users see what they can change
-    assert set(raw) == {"device_id", "sensor", "server", "sender", "storage", "dashboard", "logs"}
+    assert set(raw) == {
+        "device_id",
+        "sensor",
+        "sources",
+        "server",
+        "sender",
+        "storage",
+        "dashboard",
+        "logs",
+        "mqtt",
+        "homeassistant",
+    }
     assert raw["sender"]["batch_size"] == SenderConfig().batch_size
     assert data.endswith(b"\n")
 

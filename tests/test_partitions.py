@@ -19,6 +19,8 @@ from collector.store_postgres import SCHEMA_VERSION, PostgresStore
 from tests.test_collector_postgres import postgres_schema
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+# the test's own schema only: other tests' schemas have partitions of the same names
+NAMES = "SELECT relname FROM pg_class WHERE relnamespace = current_schema()::regnamespace"
 
 
 class Clock:
@@ -70,7 +72,7 @@ async def test_a_new_database_has_day_partitions_around_today_and_a_default() ->
     async with postgres_schema() as url:
         store = await PostgresStore.open(url, clock=Clock())
         await store.close()
-        names = {r[0] for r in await fetch(url, "SELECT relname FROM pg_class")}
+        names = {r[0] for r in await fetch(url, NAMES)}
         today = NOW.date()
         for offset in range(-BEHIND_DAYS, AHEAD_DAYS + 1):
             assert partition_name(today + dt.timedelta(days=offset)) in names
@@ -148,7 +150,7 @@ async def test_retention_drops_old_days_refuses_old_readings_and_keeps_the_rest(
             assert gone
             rows = await stored(url)
             assert set(rows) == {r.id for r in kept}
-            names = {r[0] for r in await fetch(url, "SELECT relname FROM pg_class")}
+            names = {r[0] for r in await fetch(url, NAMES)}
             assert partition_name(cutoff.date() - dt.timedelta(days=1)) not in names
             assert partition_name(cutoff.date()) in names
             # the ledger lost the same keys, the minute rollups their minutes; hours stay
@@ -257,5 +259,5 @@ async def test_a_version_2_database_moves_to_partitions_reading_by_reading(
         assert [r[0] for r in version] == [SCHEMA_VERSION]
         hours = await fetch(url, "SELECT sum(count) FROM rollup_hour")
         assert hours[0][0] == len(sent)
-        names = {r[0] for r in await fetch(url, "SELECT relname FROM pg_class")}
+        names = {r[0] for r in await fetch(url, NAMES)}
         assert "readings_v2" not in names

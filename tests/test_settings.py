@@ -228,7 +228,7 @@ def test_every_setting_of_both_programs_has_a_label_and_help(
 
 
 def test_the_flags_of_both_programs() -> None:
-    assert secret_keys(Config) == {"server.token", "dashboard.password"}
+    assert secret_keys(Config) == {"server.token", "dashboard.password", "mqtt.password"}
     assert "sender.batch_size" not in restart_keys(Config)
     assert {"storage.path", "dashboard.port", "logs.dir"} <= restart_keys(Config)
     assert secret_keys(CollectorConfig) == {"tokens", "read_tokens"}

@@ -185,6 +185,7 @@ def test_snapshot_is_json_ready_with_every_field_app_js_reads() -> None:
         "catchup_rate",
         "storage_problem",
         "started_at",
+        "sources",
     }
     # a snapshot is a copy: later changes do not rewrite what was already taken
     hub.set_counts(Counts(pending=9, sent=0, dropped=0, dead=0))

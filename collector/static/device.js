@@ -272,6 +272,8 @@
     const missing = d.streams.reduce((a, s) => a + s.missing, 0);
     P.setText("missing", P.num(missing));
     P.byId("missing").classList.toggle("warn", missing > 0);
+    P.byId("hub-fact").hidden = !d.hub;
+    P.setText("hub", d.hub || "");
   }
 
   function seqRange(gap) {

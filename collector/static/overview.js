@@ -126,7 +126,7 @@
       tr.appendChild(td);
       return td;
     });
-    cells[0].appendChild(link);
+    cells[0].append(link, P.el("span", "via muted"));
     cells[1].appendChild(P.el("span", "pill"));
     const svg = document.createElementNS(SVG, "svg");
     svg.setAttribute("viewBox", "0 0 " + SPARK_W + " " + SPARK_H);
@@ -155,6 +155,9 @@
     const dev = entry.data;
     const cells = entry.row.cells;
     fillTimes(entry);
+    const via = cells[0].lastChild;
+    P.setText(via, dev.hub ? "via " + dev.hub : "");
+    via.title = dev.hub ? "Sent through the agent " + dev.hub : "";
     const rate = cells[3];
     P.setText(rate, P.dec(dev.readings_per_min));
     const missing = cells[4];

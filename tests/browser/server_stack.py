@@ -76,13 +76,14 @@ class Server:
         """http://127.0.0.1:PORT"""
         return self.proc.url
 
-    def post(self, batch: Batch) -> dict[str, Any]:
-        """POST one batch and return the ack; fails the test unless every reading was new."""
+    def post(self, batch: Batch, hub: str | None = None) -> dict[str, Any]:
+        """POST one batch (relayed by `hub`, if given) and return the ack; fails the test
+        unless every reading was new."""
+        headers = {"Content-Type": "application/json"}
+        if hub is not None:
+            headers["Pulse-Hub"] = hub
         request = urllib.request.Request(
-            f"{self.url}/api/v1/readings",
-            data=batch.body(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
+            f"{self.url}/api/v1/readings", data=batch.body(), headers=headers, method="POST"
         )
         with urllib.request.urlopen(request, timeout=10) as resp:
             ack: dict[str, Any] = json.loads(resp.read())

@@ -76,7 +76,7 @@ def plot_width(page: Page) -> int:
 def test_overview_lists_posted_devices_with_their_values(server: Server, pages: Pages) -> None:
     end = now()
     # 50 readings a second apart, all in the last 5 minutes: 10 a minute
-    server.post(Batch("alpha", heart_rate(end, 50, 1.0, seed=1)))
+    server.post(Batch("alpha", heart_rate(end, 50, 1.0, seed=1)), hub="home-hub")
     # seqs 1-40 and 61-100: 20 missing
     gappy = heart_rate(end, 100, 2.0, seed=2)
     server.post(Batch("bravo", gappy[:40]))
@@ -96,6 +96,9 @@ def test_overview_lists_posted_devices_with_their_values(server: Server, pages: 
     expect(alpha.locator("td.rate")).to_have_text("10")
     expect(alpha.locator("td.missing")).to_have_text("0")
     expect(alpha.locator("a.device-link")).to_have_attribute("href", "/devices/alpha")
+    # a relayed device names its hub; one that sends for itself names none
+    expect(alpha.locator(".via")).to_have_text("via home-hub")
+    expect(row(page, "bravo").locator(".via")).to_have_text("")
     spark = alpha.locator("svg.sparkline")
     assert int(spark.get_attribute("data-points") or 0) >= 1
     assert alpha.locator("path.band").get_attribute("d")
@@ -350,7 +353,7 @@ def local_input(moment: dt.datetime) -> str:
 def test_device_page_shows_streams_gaps_and_alert_history(server: Server, pages: Pages) -> None:
     end = now()
     readings = heart_rate(end, 30, 1.0, seed=7)
-    server.post(Batch("hot-device", readings[:10]))
+    server.post(Batch("hot-device", readings[:10]), hub="boiler-room")
     server.post(Batch("hot-device", readings[:5], stream="s2"))
     # the newest value is above the rule's threshold: it fires, and stays firing
     server.post(Batch("hot-device", [(end, 170.0)], first_seq=15))
@@ -361,6 +364,7 @@ def test_device_page_shows_streams_gaps_and_alert_history(server: Server, pages:
     expect(page.locator('#streams tr[data-stream="s2"] td.gaps')).to_have_text("none")
     expect(page.locator("#missing")).to_have_text("4")
     expect(page.locator("#state")).to_have_text("Live")
+    expect(page.locator("#hub")).to_have_text("boiler-room")
     # the rule fires: the "alerts" event brings it into the history
     firing = page.locator("#history tr").filter(has=page.locator(".pill", has_text="firing"))
     expect(firing.first).to_contain_text("Very high heart rate")

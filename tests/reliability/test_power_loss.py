@@ -65,7 +65,14 @@ def run_writer(
         seen += line.startswith(stop_after)
     time.sleep(rng.uniform(0.0, within_s))
     proc.kill()
-    out, err = proc.communicate()
+    # read through the same buffered file: communicate() reads the raw pipe and would miss
+    # lines readline() already took into the buffer (an "acked N" then goes unseen)
+    with proc.stdout:
+        out = proc.stdout.read()
+    assert proc.stderr is not None
+    with proc.stderr:
+        err = proc.stderr.read()
+    proc.wait()
     assert proc.returncode == -9, err.decode()
     lines += out.decode().splitlines()
     said.last = ""

@@ -132,7 +132,10 @@
 
   /* ---------- the chart (uPlot) ---------- */
 
-  function createChart(el) {
+  /* opts.label names the series; opts.auto fits the y range to the data (any unit), else
+   * the heart-rate range; opts.small draws a short chart for a source's card. */
+  function createChart(el, opts) {
+    opts = opts || {};
     const xs = [];
     const ys = [];
     let plot = null;
@@ -144,7 +147,8 @@
       return { line: get("--chart-line"), fill: get("--chart-fill"), axis: get("--muted"), grid: get("--grid") };
     }
     function size() {
-      const width = Math.max(220, el.clientWidth);
+      const width = Math.max(opts.small ? 160 : 220, el.clientWidth);
+      if (opts.small) return { width: width, height: 110 };
       return { width: width, height: width < 500 ? 190 : 230 };
     }
     function build() {
@@ -162,8 +166,14 @@
           scales: {
             x: { time: true },
             y: {
-              range: (u, min, max) =>
-                min === null ? [50, 120] : [Math.min(50, Math.floor(min - 5)), Math.max(120, Math.ceil(max + 5))],
+              range: opts.auto
+                ? (u, min, max) => {
+                    if (min === null) return [0, 1];
+                    const pad = Math.max((max - min) * 0.1, Math.abs(max) * 0.05, 0.5);
+                    return [min - pad, max + pad];
+                  }
+                : (u, min, max) =>
+                    min === null ? [50, 120] : [Math.min(50, Math.floor(min - 5)), Math.max(120, Math.ceil(max + 5))],
             },
           },
           axes: [
@@ -176,9 +186,9 @@
               },
               axis,
             ),
-            Object.assign({ size: 42 }, axis),
+            Object.assign({ size: opts.small ? 48 : 42 }, axis),
           ],
-          series: [{}, { label: "bpm", stroke: c.line, fill: c.fill, width: 2, points: { show: false } }],
+          series: [{}, { label: opts.label || "bpm", stroke: c.line, fill: c.fill, width: 2, points: { show: false } }],
         },
         [xs, ys],
         el,
@@ -216,6 +226,10 @@
     window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", build);
 
     return {
+      destroy() {
+        if (plot) plot.destroy();
+        plot = null;
+      },
       seed(columns) {
         xs.length = 0;
         ys.length = 0;
@@ -256,6 +270,9 @@
   function initStatus() {
     const view = { status: null, info: null, seq: null, live: false };
     const chart = createChart(byId("chart"));
+    const sourceCharts = new Map(); // device id → its small chart
+    let sourceRecent = {}; // device id → {t, v} from the last snapshot
+    let sourceRows = [];
     let ws = null;
     let retryDelay = 500;
     let resync = false;
@@ -306,6 +323,8 @@
         view.info = ev.info;
         view.seq = ev.seq;
         chart.seed(ev.recent);
+        sourceRecent = ev.recent_sources || {};
+        for (const [id, c] of sourceCharts) c.seed(sourceRecent[id] || { t: [], v: [] });
         retryDelay = 500;
         showConnection(true);
         render();
@@ -325,7 +344,12 @@
       } else if (ev.type === "reading") {
         view.status.pending = ev.pending;
         view.status.last_reading = ev.reading;
-        chart.add(Date.parse(ev.reading.datetime) / 1000, ev.reading.value);
+        const t = Date.parse(ev.reading.datetime) / 1000;
+        chart.add(t, ev.reading.value);
+        const small = sourceCharts.get(ev.device_id);
+        if (small) small.add(t, ev.reading.value);
+      } else if (ev.type === "source") {
+        view.status.sources[ev.index] = ev.source;
       } else if (ev.type === "config") {
         view.info = ev.info;
       }
@@ -383,11 +407,106 @@
       const restart = info.restart_needed || [];
       byId("restart-note").hidden = restart.length === 0;
       setText("restart-list", restart.join(", "));
+      renderSources(s.sources || []);
       if (s.dead_total !== deadSeen) {
         deadSeen = s.dead_total;
         refreshDead();
       }
       renderTimes();
+    }
+
+    const SOURCE_TONES = { ok: "good", starting: "muted", reconnecting: "warn", error: "bad" };
+    const DELIVERY_WORDS = {
+      sending: "sending",
+      catching_up: "catching up",
+      retrying: "retrying",
+      offline: "offline",
+      unauthorized: "unauthorized",
+      rejected: "rejected",
+      paused: "paused",
+      starting: "starting",
+    };
+
+    function el(tag, className, text) {
+      const e = document.createElement(tag);
+      if (className) e.className = className;
+      if (text !== undefined) e.textContent = text;
+      return e;
+    }
+
+    /* One card per source; built when the list changes shape, its texts set at each render. */
+    function buildSourceRow(src) {
+      const li = el("li", "source");
+      const head = el("div", "source-head");
+      const dot = el("span", "dot");
+      dot.setAttribute("aria-hidden", "true");
+      const id = el("strong", "source-id");
+      const kind = el("span", "source-kind");
+      const value = el("span", "source-value");
+      head.append(dot, id, kind, el("span", "spacer"), value);
+      const state = el("p", "source-state");
+      const facts = el("p", "source-facts");
+      const error = el("p", "source-error");
+      const chartEl = el("div", "chart source-chart");
+      chartEl.dataset.points = "0";
+      chartEl.setAttribute("role", "img");
+      li.append(head, state, facts, error, chartEl);
+      const row = { li, id, kind, value, state, facts, error, chartEl, deviceId: null };
+      return row;
+    }
+
+    function renderSources(sources) {
+      const card = byId("sources-card");
+      const several = sources.length > 1;
+      card.hidden = sources.length === 0;
+      // with several sources their units differ: each has its own chart instead of the main one
+      byId("chart-card").hidden = several;
+      document.querySelector(".grid").classList.toggle("several", several);
+      if (sourceRows.length !== sources.length) {
+        for (const c of sourceCharts.values()) c.destroy();
+        sourceCharts.clear();
+        sourceRows = sources.map(buildSourceRow);
+        byId("sources-list").replaceChildren(...sourceRows.map((r) => r.li));
+      }
+      const counts = {};
+      sources.forEach((src, i) => {
+        const row = sourceRows[i];
+        counts[src.state] = (counts[src.state] || 0) + 1;
+        row.li.dataset.tone = SOURCE_TONES[src.state] || "muted";
+        row.li.dataset.device = src.device_id;
+        setNode(row.id, src.device_id);
+        setNode(row.kind, src.kind);
+        const unit = src.unit || (src.last_reading ? src.last_reading.unit : "");
+        setNode(row.value, src.last_reading ? String(src.last_reading.value) + (unit ? " " + unit : "") : "–");
+        setNode(row.state, src.state + (src.detail ? ": " + src.detail : ""));
+        setNode(
+          row.facts,
+          num(src.errors_total) + (src.errors_total === 1 ? " error" : " errors") + " · " +
+            num(src.pending) + " pending · " + num(src.sent_total) + " sent · delivery " +
+            (DELIVERY_WORDS[src.delivery] || src.delivery),
+        );
+        row.error.hidden = !src.last_error;
+        setNode(row.error, src.last_error ? "last error: " + src.last_error : "");
+        row.chartEl.hidden = !several;
+        if (several && row.deviceId !== src.device_id) {
+          if (row.deviceId !== null && sourceCharts.has(row.deviceId)) {
+            sourceCharts.get(row.deviceId).destroy();
+            sourceCharts.delete(row.deviceId);
+          }
+          row.deviceId = src.device_id;
+          row.chartEl.setAttribute("aria-label", src.device_id + " over the last 5 minutes");
+          const c = createChart(row.chartEl, { small: true, auto: true, label: unit || src.kind });
+          c.seed(sourceRecent[src.device_id] || { t: [], v: [] });
+          sourceCharts.set(src.device_id, c);
+        }
+      });
+      const order = ["ok", "reconnecting", "error", "starting"];
+      const parts = order.filter((k) => counts[k]).map((k) => counts[k] + " " + k);
+      setText("sources-summary", sources.length + (sources.length === 1 ? " source" : " sources") + (parts.length ? ", " + parts.join(", ") : ""));
+    }
+
+    function setNode(node, text) {
+      if (node.textContent !== text) node.textContent = text;
     }
 
     function renderTimes() {
