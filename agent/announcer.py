@@ -40,6 +40,8 @@ def create_bridge(config: Config) -> HomeAssistantBridge:
         config.homeassistant.discovery_prefix,
         HubInfo(hub_id, f"Pulse hub {hub_id}", __version__),
         announced_sources(config),
+        username=config.mqtt.username or None,
+        password=config.mqtt.password or None,
     )
 
 

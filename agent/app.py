@@ -12,7 +12,6 @@ import aiohttp
 from aiohttp import web
 
 from agent import APP_NAME, __version__
-from agent.announcer import create_bridge, run_announcer
 from agent.config import LiveConfig
 from agent.control import Control
 from agent.dashboard import DASHBOARD, setup_dashboard
@@ -157,6 +156,9 @@ async def _homeassistant_ctx(app: web.Application) -> AsyncIterator[None]:
     if not config.homeassistant.enabled:
         yield
         return
+    # imported here: an agent that does not announce never loads the MQTT client
+    from agent.announcer import create_bridge, run_announcer
+
     bridge = create_bridge(config)
     # the bridge reconnects on its own and never ends but by cancellation: not a worker that
     # stops the agent, Home Assistant being optional

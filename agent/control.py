@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,12 @@ class _Queue:
     store: Store
     sender: Sender
     hub: StatusHub
+    # the id its readings are sent under (the lane's view of the config)
+    device_id: Callable[[], str]
+
+
+def _lane_device(lane: Lane) -> str:
+    return lane.device_id
 
 
 class Control:
@@ -112,9 +119,10 @@ class Control:
         self._hub = hub
         self._store = store
         self._sender = sender
-        self._queues = [_Queue(lane.store, lane.sender, lane.hub) for lane in lanes] or [
-            _Queue(store, sender, hub)
-        ]
+        self._queues = [
+            _Queue(lane.store, lane.sender, lane.hub, functools.partial(_lane_device, lane))
+            for lane in lanes
+        ] or [_Queue(store, sender, hub, lambda: store.device_for(self.config.device_id))]
         self._request_stop = request_stop
         self._secret = secret
         self._paused = False
@@ -200,7 +208,7 @@ class Control:
             return await self._queues[0].store.dead_letters(limit)
         found: list[dict[str, object]] = []
         for q in self._queues:
-            device_id = q.store.device_for(self.config.device_id)
+            device_id = q.device_id()
             found += [
                 {**letter, "device_id": device_id} for letter in await q.store.dead_letters(limit)
             ]

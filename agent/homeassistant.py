@@ -259,8 +259,11 @@ class HomeAssistantBridge:
         keepalive: int = 60,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.host, self.port, self.prefix, self.hub = host, port, prefix, hub
+        self._username, self._password = username, password
         self._sources = {source.device_id: source for source in sources}
         self._keepalive = keepalive
         self._sleep = sleep
@@ -330,7 +333,14 @@ class HomeAssistantBridge:
 
     async def _serve(self) -> None:
         will = aiomqtt.Will(availability_topic(self.hub), PAYLOAD_OFFLINE, qos=QOS, retain=True)
-        client = aiomqtt.Client(self.host, self.port, will=will, keepalive=self._keepalive)
+        client = aiomqtt.Client(
+            self.host,
+            self.port,
+            will=will,
+            keepalive=self._keepalive,
+            username=self._username,
+            password=self._password,
+        )
         async with client:
             try:
                 await client.subscribe(status_topic(self.prefix), qos=QOS)

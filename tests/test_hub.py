@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import pulse_wire as wire
 from agent.app import create_app
 from agent.config import (
     ConfigError,
@@ -358,3 +359,28 @@ def test_the_loaded_queue_path_of_the_legacy_sensor(tmp_path: Path) -> None:
     path.write_text("{}")
     loaded = LoadedConfig(load_config(path).config, path)
     assert loaded.queue_path("anything") == loaded.storage_path
+
+
+async def test_dead_letters_are_listed_under_their_own_source(
+    tmp_path: Path, aiohttp_client: Callable[..., Any]
+) -> None:
+    live = hub_config(
+        tmp_path,
+        [
+            {"device_id": "one", "kind": "counter", "interval_s": 0.05},
+            {"device_id": "two", "kind": "counter", "interval_s": 0.05},
+        ],
+    )
+    client: Client = await aiohttp_client(create_app(live))
+    control = app_of(client)[CONTROL]
+    control.pause()
+    lanes = app_of(client)[LANES]
+    await until(lambda: all(lane.store.pending >= 1 for lane in lanes))
+    refused: dict[str, str] = {}
+    for lane in lanes:
+        batch = await lane.store.oldest(1)
+        assert batch is not None
+        await lane.store.ack(batch, [wire.Rejection(id=batch.ids[0], error="refused")])
+        refused[batch.ids[0]] = lane.spec.device_id
+    letters = await control.dead_letters()
+    assert {str(letter["id"]): letter["device_id"] for letter in letters} == refused

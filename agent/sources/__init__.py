@@ -28,7 +28,6 @@ from agent.sources.base import (
 from agent.sources.counter import Counter
 from agent.sources.fake_heart_rate import FakeHeartRate
 from agent.sources.home import Bulb, Mirror, WaterHeater
-from agent.sources.mqtt import MqttSource
 
 __all__ = [
     "Counter",
@@ -92,6 +91,9 @@ def create_source_for(entry: SourceEntry, mqtt: MqttConfig) -> Source | PushSour
         case MirrorLuxSource():
             return Mirror("lux", seed=entry.seed)
         case MqttSourceEntry():
+            # imported here: an agent without MQTT sources never loads the MQTT client
+            from agent.sources.mqtt import MqttSource
+
             return MqttSource(
                 mqtt.host,
                 mqtt.port,

@@ -99,6 +99,7 @@ def test_overview_lists_posted_devices_with_their_values(server: Server, pages: 
     # a relayed device names its hub; one that sends for itself names none
     expect(alpha.locator(".via")).to_have_text("via home-hub")
     expect(row(page, "bravo").locator(".via")).to_have_text("")
+    shot(page, f"server-overview-hub-{server.backend}")
     spark = alpha.locator("svg.sparkline")
     assert int(spark.get_attribute("data-points") or 0) >= 1
     assert alpha.locator("path.band").get_attribute("d")
@@ -451,8 +452,14 @@ def test_pages_with_an_account(server: Server, pages: Pages) -> None:
     # the websocket carries the session too: a batch reaches the overview live
     page.goto(server.url + "/")
     expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    # from here on a refetch (after an alerts event, say) is held: the value must come live
+    held: list[Route] = []
+    page.route("**/api/v1/overview*", lambda route: held.append(route))
     server.post(Batch("bedside", [(now(), 131.0)], first_seq=21))
     expect(row(page, "bedside").locator("svg.sparkline")).to_have_attribute("data-last", "131")
+    page.unroute("**/api/v1/overview*")
+    for route in held:
+        route.continue_()
     shot(page, f"server-overview-signed-in-{server.backend}")
 
     response = page.goto(server.url + "/devices/nobody")
