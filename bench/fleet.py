@@ -12,7 +12,8 @@ After the run, in the same process:
   check    every (device, stream, seq, id) sent is in `readings` exactly once, nothing else
            (sets compared in PostgreSQL, not counts)
   ceiling  the same rows, inserted by one asyncpg connection with no HTTP (COPY into a temp
-           table, then INSERT ... SELECT ... ON CONFLICT DO NOTHING) into a fresh schema
+           table, then the keys into the dedup ledger with ON CONFLICT DO NOTHING and the
+           readings whose key went in) into a fresh schema
   store    the same batches through PostgresStore.receive, no HTTP, in another fresh schema
 
 Its last line is one JSON object: agents, instances, requests_per_s, readings_per_s, p50_ms,
@@ -454,6 +455,21 @@ async def check_exactly_once(url: str, rows_paths: Sequence[Path]) -> dict[str, 
     return {"lost": lost, "stored_twice": twice, "extra": extra, "sent_twice": sent_twice}
 
 
+# dedup as the store does it (the ledger's keys decide), then the readings whose key went in;
+# no rollups and no summaries: the bare rows, as before the ledger
+CEILING_INSERT = """
+WITH keys AS (
+    INSERT INTO reading_keys (device_id, stream, seq, id, datetime)
+    SELECT device_id, stream, seq, id, datetime FROM incoming
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+INSERT INTO readings (device_id, stream, seq, id, datetime, value, unit, received_at)
+SELECT i.device_id, i.stream, i.seq, i.id, i.datetime, i.value, i.unit, now()
+FROM incoming AS i JOIN keys AS k ON k.id = i.id
+"""
+
+
 async def measure_ceiling(url: str, rows_paths: Sequence[Path]) -> tuple[int, float]:
     """The same rows by one connection, COPY + INSERT ... ON CONFLICT per 10,000; rows/s."""
     store = await PostgresStore.open(url, max_connections=1)  # the collector's own schema
@@ -470,11 +486,7 @@ async def measure_ceiling(url: str, rows_paths: Sequence[Path]) -> tuple[int, fl
             async with conn.transaction():
                 chunk = records[start : start + CEILING_CHUNK]
                 await conn.copy_records_to_table("incoming", records=chunk, columns=COLUMNS)
-                await conn.execute(
-                    "INSERT INTO readings (device_id, stream, seq, id, datetime, value, unit, "
-                    "received_at) SELECT device_id, stream, seq, id, datetime, value, unit, "
-                    "now() FROM incoming ON CONFLICT DO NOTHING"
-                )
+                await conn.execute(CEILING_INSERT)
         elapsed = time.perf_counter() - began
         stored = await conn.fetchval("SELECT count(*) FROM readings")
     finally:
