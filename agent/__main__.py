@@ -18,6 +18,7 @@ from agent import __version__
 from agent.autostart import Autostart, create_autostart, launch_command
 from agent.config import ConfigError, LiveConfig, LoadedConfig, load_config
 from agent.discovery import find_config
+from agent.memory import limit_arenas
 from agent.serve import EXIT_CONFIG, serve
 from pulse_common.logs import open_logging
 
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_config(path)
     except ConfigError as err:
         return _report_bad_config(path, err)
+    # before any thread: the queues' SQLite threads would each get an arena of their own
+    limit_arenas()
     return run(loaded, why, tray=not args.no_tray, explicit=args.config is not None)
 
 

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 import threading
-import webbrowser
 from collections.abc import Callable
 
 import aiohttp
@@ -51,6 +50,9 @@ async def _port_taken(host: str, port: int, who: str) -> int:
     if who == "agent":
         url = dashboard_url(host, port)
         logger.info("a Pulse agent is already running on port %d; opening %s", port, url)
+        # imported only here, the one time it is needed
+        import webbrowser
+
         await asyncio.to_thread(webbrowser.open, url)
         return 0
     logger.error(

@@ -1,15 +1,20 @@
 """Hub footprint: the agent with ten sources, three of them MQTT fed 10 messages/s each.
 
-    .venv/bin/python bench/hub_footprint.py [--seconds 60] [--rate 10]
+    .venv/bin/python bench/hub_footprint.py [--seconds 60] [--rate 10] [--mqtt 127.0.0.1:1883]
 
 Side by side in one run, over the same window, each a real `python -m agent` sending to a
-real collector, with the MQTT broker on 127.0.0.1:1883:
+real collector, with the MQTT broker on 127.0.0.1:1883 (or --mqtt):
   one source   today's agent: the fake heart rate every 3 s (bench/footprint.py's agent)
   hub, quiet   ten sources: seven simulated devices every 3 s, three MQTT sources not fed
   hub, fed     the same ten, the three MQTT topics each fed `--rate` messages a second by a
                publisher in its own process (its CPU is not the agent's)
-Reports RSS (MiB) at the end of the window and CPU as % of one core; the last line is one
+  hub, idle    ten MQTT sources whose topics nobody publishes to: a hub with nothing to do
+Reports RSS (MiB) at the end of the window and CPU as % of one core, then the fed hub's RSS
+once the dashboard's page was opened and /metrics scraped (both load a library at first
+use); the last line is one
 JSON object with the figures. Goals (issue 12): hub, fed <= 50 MB RSS; idle < 0.2 % CPU.
+The agents run from this tree with their environment as it is: `python -m agent` sets its
+own allocator and library switches (agent/__init__.py, agent/memory.py).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import tempfile
 import textwrap
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -47,7 +53,7 @@ PUBLISHER = textwrap.dedent(
     """
     import asyncio, json, sys, aiomqtt
     async def main(topics, rate):
-        async with aiomqtt.Client("127.0.0.1", 1883) as client:
+        async with aiomqtt.Client({host!r}, {port}) as client:
             n = 0
             while True:
                 n += 1
@@ -87,24 +93,43 @@ def hub_sources(prefix: str) -> list[dict[str, object]]:
     return sources
 
 
+def idle_sources(prefix: str) -> list[dict[str, object]]:
+    """Ten MQTT sources on topics under `prefix` that nobody publishes to."""
+    return [
+        {"device_id": f"idle-{i}", "kind": "mqtt", "topic": f"{prefix}/idle{i}", "unit": "W"}
+        for i in range(10)
+    ]
+
+
 def main() -> None:
     """Start the three agents and the publisher, let them settle, measure one window."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--mqtt", default="127.0.0.1:1883", help="the broker, host:port")
     args = parser.parse_args()
+    host, _, port = args.mqtt.rpartition(":")
     work = Path(tempfile.mkdtemp(prefix="pulse-hub-footprint-"))
     collector = start_collector(work / "collector")
     agents = {}
     prefixes = {}
     publisher = None
     try:
-        for name, sources in (("one source", None), ("hub, quiet", True), ("hub, fed", True)):
+        kinds = (
+            ("one source", None),
+            ("hub, quiet", hub_sources),
+            ("hub, fed", hub_sources),
+            ("hub, idle", idle_sources),
+        )
+        for name, sources in kinds:
             folder = work / name.replace(", ", "-").replace(" ", "-")
             extra: dict[str, object] = {"sensor": {"interval_s": 3.0, "seed": None}}
             if sources:
                 prefixes[name] = f"pulsebench/{uuid.uuid4().hex[:8]}"
-                extra = {"sources": hub_sources(prefixes[name])}
+                extra = {
+                    "sources": sources(prefixes[name]),
+                    "mqtt": {"host": host, "port": int(port)},
+                }
             config = write_agent_config(
                 folder,
                 collector.port,
@@ -122,7 +147,11 @@ def main() -> None:
             agents[name] = start_agent(folder, config)
         topics = [f"{prefixes['hub, fed']}/plug{i}" for i in range(3)]
         publisher = subprocess.Popen(
-            [sys.executable, "-c", PUBLISHER.format(topics=topics, rate=args.rate)]
+            [
+                sys.executable,
+                "-c",
+                PUBLISHER.format(topics=topics, rate=args.rate, host=host, port=int(port)),
+            ]
         )
         time.sleep(8)  # past start-up work, and the feed running
         results: dict[str, tuple[float, float]] = {}
@@ -141,6 +170,15 @@ def main() -> None:
         print(f"window {args.seconds:.0f} s, MQTT feed {args.rate:g} messages/s on each of 3")
         for name, (cpu, rss) in results.items():
             print(f"{name:12s}  RSS {rss:6.1f} MiB   CPU {cpu:6.3f} % of one core")
+        # what a person opening the dashboard, or a Prometheus scraping, adds: the pages'
+        # jinja2 and prometheus-client are loaded at first use
+        fed = agents["hub, fed"]
+        for path in ("/", "/metrics"):
+            with urllib.request.urlopen(fed.url + path, timeout=10) as response:
+                response.read()
+        time.sleep(5)
+        opened = psutil.Process(fed.popen.pid).memory_info().rss / 2**20
+        print(f"hub, fed, after one page and one scrape: RSS {opened:6.1f} MiB")
         figures = {
             name.replace(", ", "_").replace(" ", "_"): {
                 "rss_mib": round(rss, 1),
@@ -148,6 +186,7 @@ def main() -> None:
             }
             for name, (cpu, rss) in results.items()
         }
+        figures["hub_fed_after_page_and_scrape"] = {"rss_mib": round(opened, 1)}
         print(json.dumps({"seconds": args.seconds, "rate": args.rate, **figures}))
     finally:
         if publisher is not None:
