@@ -1,9 +1,12 @@
 """GET /api/v1/live: the UI's websocket, the LiveHub's events as JSON text messages.
 
 The client may send `{"devices": ["id", ...]}` to watch only those devices, or
-`{"devices": null}` to watch all (the default). Anything else is answered with
-`{"type": "error", "error": "..."}` and the socket stays open. Every message to the client
-is sent by one task per socket, so an error answer and the events never interleave.
+`{"devices": null}` to watch all (the default). Once a filter is in force the server answers
+`{"type": "watching", "devices": <the list as sent, or null>}`: every event after that answer
+is filtered by that list, so a page that refetches its data once it has the answer misses
+nothing. Anything else is answered with `{"type": "error", "error": "..."}`, the filter stays
+as it was and the socket stays open. Every message to the client is sent by one task per
+socket, in the order it was queued, so answers and events never interleave.
 """
 
 from __future__ import annotations
@@ -70,21 +73,21 @@ async def _receive(ws: web.WebSocketResponse, subscription: Subscription) -> Non
     """Apply each client message to the filter until the socket closes."""
     async for message in ws:
         if message.type is WSMsgType.TEXT:
-            problem = watch(subscription, message.data)
+            answer = watch(subscription, message.data)
         else:
-            problem = "expected a JSON text message"
-        if problem is not None:
-            subscription.offer({"type": "error", "error": problem})
+            answer = {"type": "error", "error": "expected a JSON text message"}
+        # through the sender's queue, behind the events queued so far: the order holds
+        subscription.offer(answer)
 
 
-def watch(subscription: Subscription, text: str) -> str | None:
-    """Set the filter from a client's message; what was wrong with it, or None."""
+def watch(subscription: Subscription, text: str) -> Event:
+    """Set the filter from a client's message; the answer: "watching", or what was wrong."""
     try:
         wanted = msgspec.json.decode(text, type=Watch)
     except msgspec.DecodeError as err:
-        return f'expected {{"devices": ["id", ...] or null}}: {err}'
+        return {"type": "error", "error": f'expected {{"devices": ["id", ...] or null}}: {err}'}
     subscription.devices = None if wanted.devices is None else set(wanted.devices)
-    return None
+    return {"type": "watching", "devices": wanted.devices}
 
 
 async def run_sender(ws: web.WebSocketResponse, subscription: Subscription) -> None:

@@ -166,29 +166,49 @@ async def test_a_posted_batch_arrives_with_its_points(
         assert (event["accepted"], event["points"]) == (1, [])
 
 
-async def test_the_device_filter_and_bad_messages(
+async def test_a_filter_is_answered_once_in_force(
+    collector: Proc, session: aiohttp.ClientSession
+) -> None:
+    async with session.ws_connect(f"{collector.url}/api/v1/live") as ws:
+        await ws.send_str(json.dumps({"devices": ["b", "c"]}))
+        # the answer echoes the list; nothing is posted before it, and nothing is waited for
+        # after it: from the answer on, the filter is in force
+        assert await receive(ws) == {"type": "watching", "devices": ["b", "c"]}
+        await post(session, collector, body("a", [1]))
+        await post(session, collector, body("b", [1]))
+        # "a" was posted first: had it been sent, it would have come first
+        event = await receive(ws)
+        assert (event["type"], event["device_id"]) == ("batch", "b")
+        await ws.send_str(json.dumps({"devices": None}))
+        assert await receive(ws) == {"type": "watching", "devices": None}
+        await post(session, collector, body("a", [2]))
+        event = await receive(ws)
+        assert (event["type"], event["device_id"]) == ("batch", "a")
+
+
+async def test_a_bad_message_gets_an_error_and_changes_nothing(
     collector: Proc, session: aiohttp.ClientSession
 ) -> None:
     async with session.ws_connect(f"{collector.url}/api/v1/live") as ws:
         await ws.send_str(json.dumps({"devices": ["b"]}))
-        # answered in order: once the error arrives, the filter above is in force
+        assert await receive(ws) == {"type": "watching", "devices": ["b"]}
         await ws.send_str("not json")
         error = await receive(ws)
         assert error["type"] == "error"
         assert "devices" in error["error"]
-        await post(session, collector, body("a", [1]))
-        await post(session, collector, body("b", [1]))
-        assert (await receive(ws))["device_id"] == "b"
         for bad in ('{"devices": "b"}', '{"devices": ["b"], "x": 1}', "[]", '{"devices": [""]}'):
             await ws.send_str(bad)
             assert (await receive(ws))["type"] == "error", bad
         await ws.send_bytes(b"{}")
         assert (await receive(ws))["type"] == "error"
-        await ws.send_str(json.dumps({"devices": None}))
-        await ws.send_str("again not json")
-        assert (await receive(ws))["type"] == "error"
-        await post(session, collector, body("a", [2]))
-        assert (await receive(ws))["device_id"] == "a"
+        # an answer sent after an error would come before these events; and the filter
+        # is still ["b"]: "a" (posted first) does not come at all
+        await post(session, collector, body("a", [1]))
+        await post(session, collector, body("b", [1]))
+        event = await receive(ws)
+        assert (event["type"], event["device_id"]) == ("batch", "b")
+        await ws.send_str(json.dumps({"devices": ["a"]}))
+        assert await receive(ws) == {"type": "watching", "devices": ["a"]}
 
 
 async def test_shutdown_closes_open_sockets(

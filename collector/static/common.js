@@ -130,12 +130,18 @@ window.Pulse = (function () {
   /* ---------- the live websocket ---------- */
 
   /* One websocket to /api/v1/live for the page. `devices` is the list to watch (null: all);
-   * onEvent gets every message; onOpen runs after each (re)connect, when the page should
-   * refetch what it may have missed. Reconnects with a growing, jittered wait. */
+   * onEvent gets every event (a message of a type it does not know it can skip); onOpen runs
+   * after each (re)connect. onWatching(devices) runs when the server answers that the list the
+   * page watches now is in force ({"type": "watching"}), after each (re)connect and each
+   * change of the list: every batch stored from then on comes over the socket, so a fetch
+   * started then misses nothing, and that is when the page should refetch. The list in force
+   * is also on <body data-live-watching> (JSON), set once onWatching has run, for the tests.
+   * Reconnects with a growing, jittered wait. */
   function live(options) {
     const conn = byId("conn");
     const main = document.querySelector("main");
-    let devices = options.devices === undefined ? null : options.devices;
+    const initial = options.devices === undefined ? null : options.devices;
+    let devices = initial === null ? null : initial.slice().sort();
     let ws = null;
     let retryMs = 500;
     let opened = false;
@@ -147,6 +153,16 @@ window.Pulse = (function () {
     }
     function sendFilter() {
       if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ devices: devices }));
+    }
+    /* The server's answer to a filter; one for a list since replaced is not news. */
+    function onWatching(watching) {
+      const key = JSON.stringify(watching === undefined ? null : watching);
+      if (key !== JSON.stringify(devices)) return;
+      try {
+        if (options.onWatching) options.onWatching(devices);
+      } finally {
+        document.body.dataset.liveWatching = key;
+      }
     }
     function connect() {
       const scheme = location.protocol === "https:" ? "wss://" : "ws://";
@@ -166,10 +182,14 @@ window.Pulse = (function () {
         } catch (err) {
           return;
         }
-        options.onEvent(event);
+        if (event === null || typeof event !== "object") return;
+        if (event.type === "watching") onWatching(event.devices);
+        else options.onEvent(event);
       };
       ws.onclose = () => {
         ws = null;
+        // the next socket's answer says when its filter is in force
+        delete document.body.dataset.liveWatching;
         show("down");
         const wait = Math.round(retryMs * (0.75 + Math.random() * 0.5));
         retryMs = Math.min(retryMs * 2, 15000);
@@ -180,11 +200,12 @@ window.Pulse = (function () {
     show("connecting");
     connect();
     return {
-      /* Watch these device ids from now on (null: every device). */
+      /* Watch these device ids from now on (null: every device); onWatching says when. */
       watch(ids) {
         const next = ids === null ? null : ids.slice().sort();
         if (JSON.stringify(next) === JSON.stringify(devices)) return;
         devices = next;
+        delete document.body.dataset.liveWatching;
         sendFilter();
       },
       get connected() {

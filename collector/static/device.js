@@ -469,7 +469,9 @@
   P.live({
     devices: [deviceId],
     onEvent: onEvent,
-    onOpen: (again) => again && refreshAll(),
+    // the server watches this device now: a batch stored after the loads above but before
+    // that (or while the socket was down) is only in a fetch from now on
+    onWatching: refreshAll,
   });
   setInterval(() => {
     renderHead();

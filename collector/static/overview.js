@@ -19,7 +19,7 @@
   const view = { q: "", page: 1, total: null, devices: new Map() };
   let requestSeq = 0;
   let fetches = 0;
-  let watchedKey = null;
+  let shownKey = null; // the ids of the rows on screen, as the live helper sends them
   let refreshTimer = null;
 
   function readUrl() {
@@ -66,15 +66,10 @@
     }
     view.total = d.total;
     render(d);
-    const ids = d.devices.map((dev) => dev.device_id);
+    const ids = d.devices.map((dev) => dev.device_id).sort();
+    shownKey = JSON.stringify(ids);
+    // a new list: onWatching refetches once the server has it in force
     live.watch(ids);
-    // a batch stored after this fetch but before the server applied the new watch list
-    // reached neither: fetch once more when the rows on screen change
-    const key = ids.join("\n");
-    if (key !== watchedKey) {
-      watchedKey = key;
-      refreshSoon();
-    }
   }
 
   /* ---------- rendering ---------- */
@@ -285,12 +280,15 @@
     }
   }
 
-  const live = P.live({
-    devices: [],
-    onEvent: onEvent,
-    // after a reconnect, what happened meanwhile is only in a fresh fetch
-    onOpen: (again) => again && refresh(),
-  });
+  /* The server watches the rows on screen now. A batch stored after they were fetched but
+   * before that is in no fetch and came over no socket, nor did one stored while the socket
+   * was down: only a fetch from now on has them. (No rows shown yet: the first fetch is on
+   * its way, and will ask for this once it is in.) */
+  function onWatching(devices) {
+    if (JSON.stringify(devices) === shownKey) refresh();
+  }
+
+  const live = P.live({ devices: [], onEvent: onEvent, onWatching: onWatching });
 
   /* ---------- controls ---------- */
 
