@@ -1,11 +1,13 @@
 """Drain benchmark: queue N readings, start a local collector, time the drain end to end.
 
     .venv/bin/python bench/drain.py [--readings 1000000] [--batch 1000] [--rounds 1]
+                                    [--database-url postgresql://postgres@127.0.0.1/test]
 
 Side by side in each round, on copies of one filled queue file:
   raw      the agent's own Store reading `oldest(batch)` and `ack`-ing it, no HTTP: the ceiling
            of the agent's side (the collector's insert is not in it)
-  pulse    the agent's Sender against a real collector process (SQLite, synchronous=FULL),
+  pulse    the agent's Sender against a real collector process (SQLite, synchronous=FULL;
+           or PostgreSQL with --database-url, each run in a fresh schema of that database),
            with 1 and with 2 batches in flight
 
 Each pulse line gives its time over the raw drain's time in the same round (the goal: at
@@ -16,15 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +40,7 @@ from agent.config import Config, LiveConfig, LoadedConfig
 from agent.sender import Sender
 from agent.status import StatusHub
 from agent.store import open_store
-from tests.harness import start_collector
+from tests.harness import get_json, start_collector
 
 CHUNK = 50_000
 RUNS = (("pulse, 1 in flight", 1), ("pulse, 2 in flight", 2))
@@ -76,7 +82,41 @@ async def drain_pulse(path: Path, batch: int, port: int, in_flight: int) -> tupl
         return time.perf_counter() - start, cycles
 
 
-def run_round(work: Path, source: Path, n: int, batch: int) -> dict[str, float]:
+@contextlib.contextmanager
+def fresh_schema(url: str | None) -> Iterator[str | None]:
+    """A new schema in the database at `url` for one run, dropped afterwards (None: SQLite)."""
+    if url is None:
+        yield None
+        return
+    schema = f"pulse_drain_{uuid.uuid4().hex[:12]}"
+
+    async def execute(sql: str) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(execute(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+    finally:
+        asyncio.run(execute(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every process named postgres: the server's share (others' too)."""
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "postgres":
+            with contextlib.suppress(psutil.Error):
+                total += _cpu(proc)
+    return total
+
+
+def run_round(
+    work: Path, source: Path, n: int, batch: int, database_url: str | None = None
+) -> dict[str, float]:
     """One raw drain and one drain per pulse setting, each on its own copy of `source`."""
     times: dict[str, float] = {}
     copy = work / "raw.db"
@@ -93,22 +133,29 @@ def run_round(work: Path, source: Path, n: int, batch: int) -> dict[str, float]:
         folder = work / f"pulse-{in_flight}"
         folder.mkdir()
         shutil.copy(source, folder / "queue.db")
-        collector = start_collector(folder / "collector")
-        try:
-            server = psutil.Process(collector.popen.pid)
-            before = _cpu(psutil.Process()), _cpu(server)
-            s, cycles = asyncio.run(
-                drain_pulse(folder / "queue.db", batch, collector.port, in_flight)
-            )
-            agent_ms = (_cpu(psutil.Process()) - before[0]) * 1000 * per_k
-            server_ms = (_cpu(server) - before[1]) * 1000 * per_k
-        finally:
-            collector.stop()
+        with fresh_schema(database_url) as url:
+            args = ("--database-url", url) if url else ()
+            collector = start_collector(folder / "collector", None, *args)
+            try:
+                server = psutil.Process(collector.popen.pid)
+                before = _cpu(psutil.Process()), _cpu(server), postgres_cpu()
+                s, cycles = asyncio.run(
+                    drain_pulse(folder / "queue.db", batch, collector.port, in_flight)
+                )
+                agent_ms = (_cpu(psutil.Process()) - before[0]) * 1000 * per_k
+                server_ms = (_cpu(server) - before[1]) * 1000 * per_k
+                postgres_ms = (postgres_cpu() - before[2]) * 1000 * per_k
+                stored = sum(d["count"] for d in get_json(f"{collector.url}/api/v1/devices"))
+                if stored != n:
+                    raise SystemExit(f"{name}: the collector holds {stored} of {n} readings")
+            finally:
+                collector.stop()
         times[name] = s
         print(
             f"  {name}  {s:6.2f} s  {n / s:10,.0f} readings/s  "
             f"end-to-end/raw time {s / times['raw']:.2f}  CPU ms per 1000 readings: "
             f"agent {agent_ms:.1f}, collector {server_ms:.1f}"
+            + (f", postgres {postgres_ms:.1f}" if url else "")
         )
         shutil.rmtree(folder)
     copy.unlink()
@@ -128,6 +175,9 @@ def main() -> None:
         "--batch", type=int, default=Config().sender.catchup_batch_size, help="readings per batch"
     )
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--database-url", help="drain into a collector on PostgreSQL (a fresh schema a run)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pulse-drain-"))
     n = args.readings
@@ -141,7 +191,7 @@ def main() -> None:
         rounds = []
         for r in range(args.rounds):
             print(f"round {r + 1}")
-            rounds.append(run_round(work, source, n, args.batch))
+            rounds.append(run_round(work, source, n, args.batch, args.database_url))
         if args.rounds > 1:
             print(f"median of {args.rounds} rounds")
             for name in ("raw", *(name for name, _ in RUNS)):

@@ -92,8 +92,10 @@ async def post_readings(request: web.Request) -> web.StreamResponse:
         ack.duplicates,
         len(ack.rejected),
     )
-    if ack.accepted:
-        request.app[LIVE].publish(batch_event(batch, receipt))
+    live = request.app[LIVE]
+    # built only for someone: a catch-up drain with no page open skips it (0.85 ms a batch)
+    if ack.accepted and live.wanted:
+        live.publish(batch_event(batch, receipt))
     return json_response(ack)
 
 

@@ -85,6 +85,11 @@ class LiveHub:
             self._subscriptions.discard(subscription)
 
     @property
+    def wanted(self) -> bool:
+        """Whether a published event reaches anyone: a subscriber here, or the relay."""
+        return bool(self._subscriptions) or self.relay is not None
+
+    @property
     def subscribers(self) -> int:
         """How many subscriptions are open."""
         return len(self._subscriptions)

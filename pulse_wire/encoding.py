@@ -8,10 +8,11 @@ fast paths cannot drift from the types.
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 import msgspec
 
-from pulse_wire.types import Ack, Batch
+from pulse_wire.types import Ack, Batch, StrictBatch
 
 # SQLite builds each reading's wire JSON itself: far cheaper than Python objects per row.
 # It reads the columns id, seq, ts (UTC text such as 2026-11-26T23:40:16.123Z), value, unit.
@@ -32,7 +33,12 @@ MAX_FLOAT_SEQ = 2**53
 # the strict decoder's complaint about such a seq, the one refusal worth a second look
 _FLOAT_SEQ = re.compile(r"Expected `int`, got `float` - at `\$\.readings\[\d+\]\.seq`")
 
+B = TypeVar("B", bound=Batch)
+
 _batch_decoder = msgspec.json.Decoder(Batch)
+_strict_decoder = msgspec.json.Decoder(StrictBatch)
+# JSON can only carry a NUL inside a string as this escape (a raw NUL byte is malformed)
+NUL_ESCAPE = b"\\u0000"
 _ack_decoder = msgspec.json.Decoder(Ack)
 _encoder = msgspec.json.Encoder()
 
@@ -50,18 +56,26 @@ def batch_body(device_id: str, stream: str, readings_json: list[str]) -> bytes:
 
 def decode_batch(body: bytes) -> Batch:
     """Decode and validate a batch; raise WireError naming the bad path."""
+    if NUL_ESCAPE in body:
+        # a unit may hold a NUL: the strict types refuse it, naming its path (the ids'
+        # patterns refuse one on either path); a body that passes is decoded as any other
+        _decode(body, _strict_decoder, StrictBatch)
+    return _decode(body, _batch_decoder, Batch)
+
+
+def _decode(body: bytes, decoder: msgspec.json.Decoder[B], kind: type[B]) -> B:
     try:
-        return _batch_decoder.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as err:
         if _FLOAT_SEQ.fullmatch(str(err)) is None:
             raise WireError(str(err)) from err
     except (msgspec.DecodeError, UnicodeDecodeError) as err:
         raise WireError(str(err)) from err
     # only a batch with a float seq pays for this second, slower pass
-    return _decode_with_float_seqs(body)
+    return _decode_with_float_seqs(body, kind)
 
 
-def _decode_with_float_seqs(body: bytes) -> Batch:
+def _decode_with_float_seqs(body: bytes, kind: type[B]) -> B:
     """Decode a batch whose seqs may be integral floats (6689.0): as ints, then strictly."""
     try:
         raw = msgspec.json.decode(body)
@@ -70,7 +84,7 @@ def _decode_with_float_seqs(body: bytes) -> Batch:
             seq = reading.get("seq") if isinstance(reading, dict) else None
             if isinstance(seq, float):
                 reading["seq"] = _integral_seq(seq, index)
-        return msgspec.convert(raw, Batch, strict=True)
+        return msgspec.convert(raw, kind, strict=True)
     except (msgspec.DecodeError, UnicodeDecodeError) as err:
         raise WireError(str(err)) from err
 

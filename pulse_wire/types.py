@@ -23,13 +23,19 @@ StreamId = Annotated[str, msgspec.Meta(min_length=1, max_length=STREAM_MAX, patt
 Seq = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 AwareDatetime = Annotated[dt.datetime, msgspec.Meta(tz=True)]
 Unit = Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=NO_NUL)]
+# A Message's unit: the same contract (the schema shows the pattern), but the decoder leaves
+# the NUL check to `decode_batch`, which looks for one in the whole body at once. msgspec
+# would run Python's re on every reading's unit: 30 % of a 1,000-reading POST's handling.
+MessageUnit = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=16, extra_json_schema={"pattern": NO_NUL})
+]
 
 
 class Message(msgspec.Struct, forbid_unknown_fields=True):
     """The measured value and its unit."""
 
     value: int | float
-    unit: Unit = "bpm"
+    unit: MessageUnit = "bpm"
 
 
 class Reading(msgspec.Struct, forbid_unknown_fields=True):
@@ -47,6 +53,27 @@ class Batch(msgspec.Struct, forbid_unknown_fields=True):
     device_id: DeviceId
     stream: StreamId
     readings: Annotated[list[Reading], msgspec.Meta(min_length=1, max_length=MAX_BATCH_READINGS)]
+
+
+class StrictMessage(Message, forbid_unknown_fields=True):
+    """Message with its unit checked for NUL by the decoder: only to name a NUL's path."""
+
+    unit: Unit = "bpm"
+
+
+class StrictReading(Reading, forbid_unknown_fields=True):
+    """Reading of a StrictMessage."""
+
+    message: StrictMessage
+
+
+class StrictBatch(Batch, forbid_unknown_fields=True):
+    """Batch whose readings' units are checked for NUL by the decoder (see MessageUnit)."""
+
+    # never used as a Batch: decode_batch only asks it whether a body is refused, and why
+    readings: Annotated[  # type: ignore[assignment]
+        list[StrictReading], msgspec.Meta(min_length=1, max_length=MAX_BATCH_READINGS)
+    ]
 
 
 class Rejection(msgspec.Struct):

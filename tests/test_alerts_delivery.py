@@ -397,3 +397,31 @@ async def test_a_replaced_rule_keeps_only_the_alerts_it_would_still_make(tmp_pat
         assert not await alerts.put_rule(silent)
         assert await alerts.alerts() == []
         assert await alerts.put_rule(msgspec.structs.replace(HIGH, name="New"))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_receipts_taken_while_no_rule_exists_count_once_a_rule_does(
+    backend: str, tmp_path: Path, webhook: Webhook
+) -> None:
+    """With no rule the engine reads no readings back; a rule added later still sees the
+    newest receipts, not the ones it knew before the rules went away."""
+    clock = Clock()
+    silent = Rule(name="Silent", when="silent", for_s=300, channels=["ops"])
+    async with stores(backend, tmp_path, clock) as (readings, alerts):
+        await alerts.seed([HIGH], [Channel(name="ops", urls=[webhook.url])])
+        engine = AlertEngine(alerts, Notifier(timeout_s=10), clock, read_lag_s=0)
+        await engine.step()
+        clock.advance(1)
+        await send(readings, "dev-a", 1, 70)
+        await engine.step()  # knows dev-a's receipt at +1
+        assert await alerts.delete_rule(HIGH.name)
+        clock.advance(200)
+        await send(readings, "dev-a", 2, 71)  # the newest receipt, +201, while no rule exists
+        await engine.step()
+        await alerts.put_rule(silent)
+        clock.advance(150)  # 350 s after the first receipt, 150 after the newest
+        await engine.step()
+        assert await engine.alerts() == []
+        clock.advance(151)  # 301 s after the newest
+        await engine.step()
+        assert [(a.device_id, a.state) for a in await engine.alerts()] == [("dev-a", "firing")]

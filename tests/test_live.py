@@ -45,6 +45,20 @@ def test_a_slow_subscriber_is_told_it_lagged_and_never_blocks_the_publisher() ->
     assert hub.subscribers == 0
 
 
+def test_an_event_is_wanted_only_by_a_subscriber_or_a_relay() -> None:
+    """The handler builds a batch's event only when it is wanted."""
+    hub = LiveHub()
+    assert not hub.wanted
+    with hub.subscribe():
+        assert hub.wanted
+    assert not hub.wanted
+    relayed: list[object] = []
+    hub.relay = relayed.append
+    assert hub.wanted
+    hub.publish({"type": "alerts"})
+    assert relayed == [{"type": "alerts"}]
+
+
 async def test_the_filter_applies_to_queued_events_and_spares_alerts() -> None:
     hub = LiveHub()
     with hub.subscribe() as subscription:

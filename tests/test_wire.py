@@ -257,3 +257,21 @@ def test_whitespace_of_either_regex_dialect_and_nul_are_refused(
     _set(path, text)(raw)
     with pytest.raises(wire.WireError, match="regex"):
         decode(raw)
+
+
+def test_a_nul_anywhere_in_a_unit_is_refused_by_name_and_its_lookalike_is_not() -> None:
+    """The units' NUL check runs once per body: a NUL in the second reading is still named,
+    and a unit spelling a backslash and "u0000" is a unit like any other, decoded as Batch."""
+    raw = good_batch()
+    second = dict(raw["readings"][0], seq=2, id="018f0000-0000-7000-8000-000000000002")
+    raw["readings"].append(dict(second, message={"value": 1, "unit": "W\x00"}))
+    with pytest.raises(wire.WireError, match=r"regex.*\$\.readings\[1\]\.message\.unit"):
+        decode(raw)
+    raw["readings"][1]["message"]["unit"] = "W\\u0000"
+    body = json.dumps(raw).encode()
+    assert b"\\\\u0000" in body
+    batch = wire.decode_batch(body)
+    assert type(batch) is wire.Batch
+    assert type(batch.readings[1].message) is wire.Message
+    assert batch.readings[1].message.unit == "W\\u0000"
+    assert wire.decode_batch(wire.encode(batch)) == batch

@@ -45,17 +45,24 @@ class AlertEngine:
         """Evaluate every rule over what was received since the last evaluation; store it."""
         now = self._clock()
         upto = now - self._lag
-        if self._last_receipts is None:
-            self._last_receipts = await self.store.last_receipts()
         # the first evaluation ever starts from now: the history before it is not replayed
         after = await self.store.cursor() or upto
-        samples = await self.store.samples(after, upto) if upto > after else []
-        receipts = self._last_receipts
-        for sample in samples:
-            seen = receipts.get(sample.device_id)
-            if seen is None or sample.received_at > seen:
-                receipts[sample.device_id] = sample.received_at
         rules = await self.store.rules()
+        if rules:
+            if self._last_receipts is None:
+                self._last_receipts = await self.store.last_receipts()
+            samples = await self.store.samples(after, upto) if upto > after else []
+            receipts = self._last_receipts
+            for sample in samples:
+                seen = receipts.get(sample.device_id)
+                if seen is None or sample.received_at > seen:
+                    receipts[sample.device_id] = sample.received_at
+        else:
+            # no rule reads them: the window's readings are not read back (a catch-up drain
+            # would read every reading twice), and the receipts are read in full again once
+            # a rule exists
+            self._last_receipts = None
+            samples, receipts = [], {}
         alerts = {a.key: a for a in await self.store.alerts()}
         outcome = evaluate(rules, alerts, samples, receipts, now)
         await self.store.apply(outcome, max(after, upto))
