@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,6 +33,7 @@ from typing import Any
 import aiomqtt
 import msgspec
 
+from agent.backoff import reconnect_delay
 from agent.status import State
 
 logger = logging.getLogger(__name__)
@@ -234,11 +236,6 @@ def discoveries(prefix: str, hub: HubInfo, sources: Iterable[SourceInfo]) -> lis
     return [hub_discovery(prefix, hub), *(source_discovery(prefix, hub, s) for s in sources)]
 
 
-def backoff_delay(attempt: int, low: float = MIN_BACKOFF_S, high: float = MAX_BACKOFF_S) -> float:
-    """Seconds before reconnect attempt `attempt` (1, 2, …): doubling from `low` up to `high`."""
-    return min(high, low * 2.0 ** min(max(attempt - 1, 0), 30))
-
-
 class HomeAssistantBridge:
     """Owns one MQTT connection that announces the hub and its sources to Home Assistant.
 
@@ -274,6 +271,7 @@ class HomeAssistantBridge:
         self._lost_at: float | None = None
         # failed connections since the last success, for the backoff
         self._failures = 0
+        self._rng = random.Random()
         # sources removed while disconnected, cleared from the broker on reconnect
         self._removals: set[str] = set()
 
@@ -300,8 +298,9 @@ class HomeAssistantBridge:
                 self._note_loss(err)
             except Exception:
                 logger.exception("Home Assistant bridge failed; reconnecting")
+            delay = reconnect_delay(self._failures, MIN_BACKOFF_S, MAX_BACKOFF_S, self._rng)
             self._failures += 1
-            await self._sleep(backoff_delay(self._failures))
+            await self._sleep(delay)
 
     async def publish_state(self, device_id: str, value: float) -> None:
         """Publish a source's value (retained); kept for the reconnect while disconnected."""

@@ -260,17 +260,11 @@ SECOND = dt.timedelta(seconds=1)
 
 # per device, per minute and per hour (bucket: epoch seconds of its start), kept in each
 # batch's transaction from the rows it inserted; sum is of value / AVG_SCALE (rollups.py)
-ROLLUPS = """
-CREATE TABLE IF NOT EXISTS rollup_minute (
-    device_id TEXT NOT NULL,
-    bucket INTEGER NOT NULL,
-    min REAL NOT NULL,
-    max REAL NOT NULL,
-    sum REAL NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY (device_id, bucket)
-) STRICT, WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollup_hour (
+ROLLUP_UNITS = (("minute", 60), ("hour", 3600))
+
+ROLLUPS = "".join(
+    f"""
+CREATE TABLE IF NOT EXISTS rollup_{unit} (
     device_id TEXT NOT NULL,
     bucket INTEGER NOT NULL,
     min REAL NOT NULL,
@@ -280,6 +274,8 @@ CREATE TABLE IF NOT EXISTS rollup_hour (
     PRIMARY KEY (device_id, bucket)
 ) STRICT, WITHOUT ROWID;
 """
+    for unit, _ in ROLLUP_UNITS
+)
 
 SECONDS = "CAST(strftime('%s', substr(datetime, 1, 19)) AS INTEGER)"
 
@@ -290,7 +286,7 @@ SELECT device_id, {SECONDS} / {size} * {size} AS b, MIN(value), MAX(value),
     SUM(value / {AVG_SCALE!r}), COUNT(*)
 FROM readings GROUP BY device_id, b;
 """
-    for unit, size in (("minute", 60), ("hour", 3600))
+    for unit, size in ROLLUP_UNITS
 )
 
 ROLLUP_UPSERT = """

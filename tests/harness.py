@@ -181,3 +181,18 @@ def agent_status(agent: Proc) -> dict[str, Any]:
     """The agent's status dict from /api/status."""
     status: dict[str, Any] = get_json(f"{agent.url}/api/status")["status"]
     return status
+
+
+def run_bench(script: str, *args: str, timeout: float = 240) -> dict[str, Any]:
+    """Run bench/<script> as a real process; the JSON object on its last line."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return summary

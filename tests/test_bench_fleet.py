@@ -7,12 +7,10 @@ reading; this test holds it to the JSON line it promises and to zero lost and du
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from typing import Any
 
 from deploy.fleet import FleetError, find_nginx
-from tests.harness import ROOT
+from tests import harness
 from tests.requirements import missing, postgres_url
 
 KEYS = {
@@ -30,19 +28,9 @@ KEYS = {
 }
 
 
-def run_bench(*args: str) -> dict[str, object]:
+def run_bench(*args: str) -> dict[str, Any]:
     """Run bench/fleet.py and decode its last line."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "fleet.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    summary: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return summary
+    return harness.run_bench("fleet.py", *args)
 
 
 def require_nginx() -> None:

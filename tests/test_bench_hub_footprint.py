@@ -6,11 +6,7 @@ the test holds the bench to its JSON line and to figures that a running process 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
-from tests.harness import ROOT
+from tests.harness import run_bench
 from tests.requirements import mosquitto_address
 
 AGENTS = ("one_source", "hub_quiet", "hub_fed", "hub_idle")
@@ -18,24 +14,10 @@ AGENTS = ("one_source", "hub_quiet", "hub_fed", "hub_idle")
 
 def test_the_bench_reports_every_agent_in_its_last_line() -> None:
     host, port = mosquitto_address()
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "hub_footprint.py"),
-            "--seconds",
-            "3",
-            "--rate",
-            "5",
-            "--mqtt",
-            f"{host}:{port}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    figures = run_bench(
+        "hub_footprint.py", "--seconds", "3", "--rate", "5", "--mqtt", f"{host}:{port}",
         timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    )  # fmt: skip
     assert figures["seconds"] == 3.0
     assert figures["rate"] == 5.0
     for name in AGENTS:

@@ -9,14 +9,12 @@ lost reading, a second copy and a wrong rollup.
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
+from typing import Any
 
 import asyncpg
 
 from bench import pg_writes
-from tests.harness import ROOT
+from tests import harness
 from tests.requirements import postgres_schema_url, postgres_url
 
 SUMMARY_KEYS = {"producers", "batches", "big_batches", "rounds", "strategies", "profile"}
@@ -36,19 +34,9 @@ STRATEGY_KEYS = {
 }
 
 
-def run_bench(*args: str) -> dict[str, object]:
+def run_bench(*args: str) -> dict[str, Any]:
     """Run bench/pg_writes.py and decode its last line."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "pg_writes.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    summary: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return summary
+    return harness.run_bench("pg_writes.py", *args)
 
 
 def test_every_strategy_stores_every_reading_exactly_once() -> None:

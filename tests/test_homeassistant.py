@@ -23,7 +23,6 @@ from agent.homeassistant import (
     HubInfo,
     SourceInfo,
     availability_topic,
-    backoff_delay,
     config_topic,
     discoveries,
     format_value,
@@ -144,10 +143,6 @@ def test_state_values_are_plain_numbers() -> None:
     assert format_value(0.1 + 0.2) == "0.3"
     with pytest.raises(ValueError, match="non-finite"):
         format_value(float("nan"))
-
-
-def test_backoff_doubles_up_to_the_cap() -> None:
-    assert [backoff_delay(n, 1, 8) for n in range(1, 6)] == [1, 2, 4, 8, 8]
 
 
 # ---- against Mosquitto ---------------------------------------------------------------

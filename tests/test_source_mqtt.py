@@ -18,12 +18,12 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from agent.backoff import reconnect_delay
 from agent.sources.base import Sample, SourceHealth, SourceState
 from agent.sources.mqtt import (
     BAD_LOG_EVERY_S,
     MqttSource,
     PayloadError,
-    backoff_delay,
     default_client_id,
     parse_value,
 )
@@ -120,13 +120,13 @@ def test_a_long_bad_payload_is_cut_in_the_message() -> None:
 
 def test_backoff_doubles_to_the_maximum_with_jitter() -> None:
     rng = random.Random(1)
-    delays = [backoff_delay(attempt, 0.5, 30.0, rng) for attempt in range(12)]
+    delays = [reconnect_delay(attempt, 0.5, 30.0, rng) for attempt in range(12)]
     steps = [min(30.0, 0.5 * 2**attempt) for attempt in range(12)]
     assert all(step / 2 <= d <= step for d, step in zip(delays, steps, strict=True))
     assert delays[-1] >= 15.0
     # the jitter makes no two waits of a kind alike
-    assert len({backoff_delay(20, 0.5, 30.0, rng) for _ in range(10)}) == 10
-    assert backoff_delay(10_000, 0.5, 30.0, rng) <= 30.0
+    assert len({reconnect_delay(20, 0.5, 30.0, rng) for _ in range(10)}) == 10
+    assert reconnect_delay(10_000, 0.5, 30.0, rng) <= 30.0
 
 
 def test_the_default_client_id_is_stable_per_broker_and_topic() -> None:

@@ -36,6 +36,7 @@ import aiomqtt
 import msgspec
 from aiomqtt.exceptions import MqttConnectError
 
+from agent.backoff import reconnect_delay
 from agent.sources.base import Emit, Sample, SourceHealth, SourceState
 
 logger = logging.getLogger(__name__)
@@ -164,16 +165,6 @@ class BadPayloads:
                 del self._topics[topic]
 
 
-def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
-    """The wait before retry `attempt` (0-based): doubling from `low` to `high`, jittered.
-
-    The jitter takes a random 50-100 % of the step, so agents that lost one broker
-    together do not all come back in the same instant.
-    """
-    step = min(high, low * 2.0 ** min(attempt, 30))
-    return rng.uniform(step / 2, step)
-
-
 def default_client_id(prefix: str, host: str, port: int, topic: str) -> str:
     """A client id stable for this machine, broker and topic: the key to its session."""
     where = f"{socket.gethostname()}|{host}|{port}|{topic}"
@@ -246,7 +237,7 @@ class MqttSource:
             else:
                 logger.debug("MQTT %s: retry %d failed: %s", self.where, attempt, reason)
             health.set_state(state, reason)
-            await self._sleep(backoff_delay(attempt, *self._backoff, self._rng))
+            await self._sleep(reconnect_delay(attempt, *self._backoff, self._rng))
             attempt += 1
 
     def _client(self) -> aiomqtt.Client:

@@ -270,7 +270,9 @@
   refresh();
   P.live({
     devices: [],
-    onOpen: () => refresh(), // whatever changed while the socket was down
+    // once the server has the socket's filter in force, every change from then on comes over
+    // it: fetch whatever changed before (or while the socket was down)
+    onWatching: () => refresh(),
     onEvent: (event) => {
       if (event.type === "alerts" || event.type === "lagged") refresh();
     },
