@@ -30,7 +30,7 @@ from agent.keys import (
     WORKERS,
 )
 from agent.lanes import Lane, Totals, config_for, create_lane_source, lane_specs
-from agent.memory import trim_periodically
+from agent.memory import run_trim
 from agent.metrics import METRICS, add_metrics
 from agent.sender import Sender
 from agent.sources import Source
@@ -143,7 +143,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
         # a source restarts itself after a failure; a sender that dies stops the agent
         _spawn(app, f"source-{i}" if len(lanes) > 1 else "sensor", lane.run())
         _spawn(app, f"sender-{i}" if len(lanes) > 1 else "sender", lane.sender.run())
-    _spawn(app, "trim", trim_periodically())
+    _spawn(app, "trim", run_trim())
     yield
     tasks = app[WORKERS].copy()
     for task in tasks:

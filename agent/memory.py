@@ -16,6 +16,7 @@ import asyncio
 import ctypes
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +63,13 @@ def trim() -> bool:
     return bool(libc.malloc_trim(ctypes.c_size_t(0)))
 
 
-async def trim_periodically(first_s: float = TRIM_FIRST_S, every_s: float = TRIM_EVERY_S) -> None:
+async def run_trim(
+    first_s: float = TRIM_FIRST_S,
+    every_s: float = TRIM_EVERY_S,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
     """`trim` once start-up's garbage is freed, then every `every_s`; until cancelled."""
-    await asyncio.sleep(first_s)
+    await sleep(first_s)
     while True:
         logger.debug("heap trimmed: %s", trim())
-        await asyncio.sleep(every_s)
+        await sleep(every_s)

@@ -5,6 +5,7 @@ The figures themselves are measured by bench/hub_footprint.py; these tests hold 
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import subprocess
 import sys
@@ -110,3 +111,16 @@ def test_trim_gives_freed_heap_pages_back() -> None:
         assert memory.trim()
     finally:
         libc.free(blocks[-1])
+
+
+async def test_the_trimmer_waits_out_start_up_then_trims_now_and_then() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await memory.run_trim(first_s=10.0, every_s=600.0, sleep=sleep)
+    assert waits == [10.0, 600.0, 600.0]
