@@ -39,6 +39,9 @@ from agent.store import open_store
 
 logger = logging.getLogger(__name__)
 
+# how long the agent's exit waits for the Home Assistant bridge to say offline and go
+HOMEASSISTANT_STOP_S = 5.0
+
 
 def _primary(app: web.Application) -> int:
     """The lane whose queue is storage.path (the agent's own device id), else the first."""
@@ -173,7 +176,17 @@ async def _homeassistant_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    # bounded: Home Assistant is optional, and a broker that never lets the MQTT client go
+    # must not hold the agent's exit (the last will tells Home Assistant it is offline)
+    done, pending = await asyncio.wait(tasks, timeout=HOMEASSISTANT_STOP_S)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s ended with %r", task.get_name(), task.exception())
+    if pending:
+        names = ", ".join(task.get_name() for task in pending)
+        logger.warning(
+            "Home Assistant (%s) did not stop within %.0f s", names, HOMEASSISTANT_STOP_S
+        )
 
 
 def _raise_stop(reason: str | None) -> None:

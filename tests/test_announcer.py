@@ -64,21 +64,23 @@ async def test_the_running_agent_announces_its_sources_and_feeds_their_values(
 
         collector = asyncio.create_task(collect())
         try:
-            client: Client = await aiohttp_client(create_app(live))
-            app = app_of(client)
-            bulb_topic = state_topic_of(hub_id, "bulb")
-            heater_topic = state_topic_of(hub_id, "heater")
-            await wait_for(
-                lambda: (
-                    len(configs) == 3
-                    and len(states.get(bulb_topic, [])) >= 5
-                    and len(states.get(heater_topic, [])) >= 5
-                ),
-                # a deadline, not a measure: a loaded CI machine once took more than 10 s
-                30,
-            )
-            stores = {store.path.stem: store.path for store in app[STORES]}
-            await client.close()
+            # a hang fails at the await that hung, not at pytest's 300 s timeout
+            async with asyncio.timeout(90):
+                client: Client = await aiohttp_client(create_app(live))
+                app = app_of(client)
+                bulb_topic = state_topic_of(hub_id, "bulb")
+                heater_topic = state_topic_of(hub_id, "heater")
+                await wait_for(
+                    lambda: (
+                        len(configs) == 3
+                        and len(states.get(bulb_topic, [])) >= 5
+                        and len(states.get(heater_topic, [])) >= 5
+                    ),
+                    # a deadline, not a measure: a loaded CI machine once took more than 10 s
+                    30,
+                )
+                stores = {store.path.stem: store.path for store in app[STORES]}
+                await client.close()
         finally:
             collector.cancel()
             # leave nothing retained behind
