@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 # a group's statement holds row locks in key order; a deadlock needs two groups crossing
 # on an id (another stream's key); the statement rolled back whole, so it is simply redone
-DEADLOCK_RETRIES = 3
+DEADLOCK_RETRIES = 6
+DEADLOCK_BACKOFF_S = 0.005
 # what one batch's rows can cause (a value out of range, a constraint): the statement is
 # rolled back, or never sent when asyncpg cannot encode an argument
 DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
@@ -241,6 +243,9 @@ class GroupCommit:
             except asyncpg.DeadlockDetectedError:
                 if attempt == DEADLOCK_RETRIES - 1:
                     raise
+                # PostgreSQL rolled this group back; a jittered wait keeps two processes'
+                # groups from meeting again in the same order at once
+                await asyncio.sleep(random.uniform(0, DEADLOCK_BACKOFF_S * 2**attempt))
                 continue
             stats = self.stats
             stats.groups += 1
